@@ -1,0 +1,170 @@
+"""Load a base model (hub id or folder), turn it into a full or LoRA trainee, and count its cost."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dialogtune.errors import DialogtuneError
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets"
+BUILTIN_MODELS = {"builtin:tiny-t5": ASSETS / "tiny-t5"}
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def resolve_model(name: str) -> str:
+    """Map a reserved `builtin:` name to its bundled folder; leave hub ids and paths alone."""
+    if name.startswith("builtin:"):
+        if name not in BUILTIN_MODELS:
+            raise DialogtuneError(f"unknown built-in model `{name}`; the bundled ones are: {', '.join(BUILTIN_MODELS)}")
+        return str(BUILTIN_MODELS[name])
+    return name
+
+
+def _check_folder(name: str) -> None:
+    path = Path(name)
+    looks_like_path = path.exists() or name.startswith((".", "/", "~"))
+    if not looks_like_path:
+        return
+    if not path.is_dir():
+        raise DialogtuneError(f"model path {name} is not a folder; pass a model folder or a hub id")
+    if not (path / "config.json").is_file():
+        raise DialogtuneError(f"model folder {name} has no config.json; pass a folder written by save_pretrained")
+
+
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer of a hub model or model folder."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(name)
+    _check_folder(source)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as err:
+        reason = str(err).splitlines()[0]
+        raise DialogtuneError(f"could not load a tokenizer from {name} ({reason}); the folder needs tokenizer.json or a hub id") from None
+
+
+def load_base(name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool = False) -> torch.nn.Module:
+    """A fresh copy of the base model. Callers that train get their own copy, so the original stays pristine."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    source = resolve_model(name)
+    _check_folder(source)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0]
+        raise DialogtuneError(f"could not load model `{name}` ({reason}); check the id, your connection or the folder") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise DialogtuneError(
+            f"{name} is a `{config.model_type}` model, not a sequence-to-sequence one; pass a T5 / FLAN-T5 model"
+        )
+    if Path(source).is_dir() and not allow_pickle and not any(Path(source).glob("*.safetensors")):
+        raise DialogtuneError(
+            f"model folder {name} has no .safetensors weights; pickle weights can run code when loaded, "
+            f"so convert them or pass --allow-pickle if you trust the source"
+        )
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype, use_safetensors=not allow_pickle or None)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0]
+        raise DialogtuneError(f"could not load model weights from {name} ({reason})") from None
+    return model
+
+
+def target_matches(model: torch.nn.Module, lora_args: dict[str, Any]) -> dict[str, int]:
+    """How many modules each LoRA target matches, using peft's own matching rule."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    targets = lora_args.get("target_modules")
+    if isinstance(targets, str):
+        targets = [targets]
+    if not targets:
+        raise DialogtuneError("`lora.target_modules` is empty; name modules such as q, v (FLAN-T5 attention)")
+    names = [n for n, m in model.named_modules() if n]
+    counts = {}
+    for target in targets:
+        probe = LoraConfig(target_modules=[target])
+        counts[target] = sum(1 for n in names if check_target_module_exists(probe, n))
+    return counts
+
+
+def apply_lora(model: torch.nn.Module, lora_args: dict[str, Any]) -> torch.nn.Module:
+    """Wrap `model` with a LoRA adapter after checking that every target matches something."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    counts = target_matches(model, lora_args)
+    log.info("LoRA targets matched: %s", ", ".join(f"{t}={c}" for t, c in counts.items()))
+    missing = [t for t, c in counts.items() if c == 0]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise DialogtuneError(
+            f"LoRA target {', '.join(map(repr, missing))} matches no module in this model; "
+            f"its linear layers are named {', '.join(leaves)} (FLAN-T5's feed-forward is wi_0, wi_1, wo)"
+        )
+    try:
+        config = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, **lora_args)
+    except (TypeError, ValueError) as err:
+        raise DialogtuneError(f"invalid LoRA settings: {str(err).splitlines()[0]}") from None
+    return get_peft_model(model, config)
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, counting shared tensors once."""
+    seen: dict[int, torch.nn.Parameter] = {}
+    for p in model.parameters():
+        seen.setdefault(id(p), p)
+    trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
+    total = sum(p.numel() for p in seen.values())
+    return trainable, total
+
+
+def describe_parameters(model: torch.nn.Module) -> str:
+    trainable, total = parameter_counts(model)
+    return (
+        f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%), "
+        f"frozen: {total - trainable:,}"
+    )
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every weight: equal fingerprints mean bit-identical models."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def size_on_disk(folder: str | Path, method: str) -> int:
+    """Bytes of the trained artefact: the adapter for LoRA, the weights for full fine-tuning."""
+    folder = Path(folder)
+    if method == "lora":
+        files = [folder / f for f in ADAPTER_FILES]
+    else:
+        files = list(folder.glob("*.safetensors")) + [folder / "config.json"]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def load_adapter(base: torch.nn.Module, folder: str | Path, merge: bool) -> torch.nn.Module:
+    """Put a saved adapter on a fresh base; merged, it generates the same text without the LoRA overhead."""
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(base, str(folder))
+    except (RuntimeError, ValueError, KeyError, OSError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise DialogtuneError(
+            f"the adapter in {folder} does not fit this base model ({reason[:200]}); "
+            f"use the base it was trained on (see adapter_config.json)"
+        ) from None
+    model.eval()
+    return model.merge_and_unload() if merge else model
