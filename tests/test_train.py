@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import FAST_TRAINING
+from dialogtune.config import load_config
+from dialogtune.evaluation import load_for_generation
+from dialogtune.generate import generate, generation_config
+from dialogtune.modeling import fingerprint, load_base
+from dialogtune.runs import read_run
+from dialogtune.train import fit, prepare
+
+
+def _config(tiny_model, small_data, tmp_path, method, **extra):
+    overrides = {
+        **FAST_TRAINING,
+        "model": str(tiny_model),
+        "data.dataset": str(small_data),
+        "method": method,
+        "output": str(tmp_path / method),
+        "training.learning_rate": 5e-3,
+        **extra,
+    }
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="module")
+def lora_trained(tiny_model, small_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lora")
+    config = _config(tiny_model, small_data, tmp, "lora", **{"lora.r": 4, "lora.lora_dropout": 0.0})
+    setup = prepare(config)
+    base_before = {n: p.detach().clone() for n, p in setup.base.named_parameters() if "lora_" not in n}
+    lora_before = {n: p.detach().clone() for n, p in setup.model.named_parameters() if "lora_" in n}
+    run = fit(setup, config, config.output)
+    return setup, run, base_before, lora_before
+
+
+def test_lora_training_leaves_every_base_weight_bit_identical(lora_trained):
+    setup, _, base_before, _ = lora_trained
+    after = {n: p for n, p in setup.base.named_parameters() if "lora_" not in n}
+    assert after.keys() == base_before.keys() and len(after) > 10
+    for name, tensor in base_before.items():
+        assert torch.equal(after[name], tensor), f"base weight {name} changed during LoRA training"
+
+
+def test_lora_training_changes_every_adapter_weight(lora_trained):
+    setup, _, _, lora_before = lora_trained
+    assert lora_before, "no LoRA parameters were created"
+    for name, param in setup.model.named_parameters():
+        if "lora_" in name:
+            assert not torch.equal(param, lora_before[name]), f"adapter weight {name} did not change"
+            assert param.requires_grad
+        else:
+            assert not param.requires_grad, f"base weight {name} is trainable"
+
+
+def test_lora_run_folder_holds_only_the_adapter(lora_trained):
+    _, run, _, _ = lora_trained
+    assert (run.folder / "adapter_model.safetensors").is_file()
+    assert (run.folder / "adapter_config.json").is_file()
+    assert not (run.folder / "model.safetensors").exists()
+    with safe_open(run.folder / "adapter_model.safetensors", "pt") as f:
+        assert f.keys() and all("lora_" in k for k in f.keys())
+    meta = run.metadata
+    assert 0 < meta["trainable_params"] < 0.2 * meta["total_params"]
+    assert meta["size_bytes"] == sum((run.folder / f).stat().st_size for f in ("adapter_model.safetensors", "adapter_config.json"))
+    assert meta["train_tokens_per_second"] > 0 and meta["train_steps"] == 6
+    log_lines = (run.folder / "train_log.jsonl").read_text().splitlines()
+    assert any("loss" in json.loads(line) for line in log_lines)
+    assert json.loads((run.folder / "prompt.json").read_text())["template"].startswith("Summarize the following")
+
+
+def test_saved_adapter_reloaded_into_fresh_base_gives_same_generations(lora_trained, tiny_model):
+    setup, run, _, _ = lora_trained
+    prompts = [setup.template.format(setup.tokenizer.decode(setup.dataset[i]["input_ids"][:40])) for i in range(4)]
+    settings = generation_config({"max_new_tokens": 10, "num_beams": 1, "do_sample": False}, setup.tokenizer)
+    setup.model.eval()
+    trained = generate(setup.model, setup.tokenizer, prompts, settings, progress=False)
+    for merge in (False, True):
+        reloaded, tokenizer = load_for_generation(run, merge=merge)
+        assert generate(reloaded, tokenizer, prompts, settings, progress=False) == trained
+    # The adapter matters: the untouched base scores the same input differently.
+    enc = setup.tokenizer(prompts[:1], return_tensors="pt")
+    decoder = torch.zeros((1, 1), dtype=torch.long)
+    with torch.no_grad():
+        base_logits = load_base(str(tiny_model))(**enc, decoder_input_ids=decoder).logits
+        tuned_logits = reloaded(**enc, decoder_input_ids=decoder).logits
+    assert not torch.allclose(base_logits, tuned_logits)
+
+
+def test_full_training_changes_weights_and_saves_a_loadable_model(tiny_model, small_data, tmp_path):
+    config = _config(tiny_model, small_data, tmp_path, "full")
+    setup = prepare(config)
+    before = fingerprint(setup.model)
+    run = fit(setup, config, config.output)
+    assert (run.folder / "model.safetensors").is_file() and not (run.folder / "adapter_config.json").exists()
+    reloaded, _ = load_for_generation(read_run(run.folder))
+    assert fingerprint(reloaded) == fingerprint(setup.model) != before
+    assert run.metadata["trainable_params"] == run.metadata["total_params"]
+    assert fingerprint(load_base(str(tiny_model))) == before, "the base model folder was modified"
