@@ -92,30 +92,34 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def split_overrides(extra: list[str]) -> dict[str, Any]:
-    """`--lora.r 16 --training.bf16=true` -> {"lora.r": 16, "training.bf16": True}."""
+def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Pull dotted config keys out of argv: `--lora.r 16 --training.bf16=true` -> {"lora.r": 16, ...}.
+
+    Done before argparse, so a value such as `16` is never mistaken for a positional argument.
+    """
     from dialogtune.config import parse_value
 
+    rest: list[str] = []
     overrides: dict[str, Any] = {}
     i = 0
-    while i < len(extra):
-        token = extra[i]
-        if not token.startswith("--"):
-            raise DialogtuneError(f"unexpected argument {token!r}; options look like --lora.r 16")
+    while i < len(argv):
+        token = argv[i]
         key, eq, value = token[2:].partition("=")
-        if "." not in key:
-            raise DialogtuneError(f"unknown option --{key}; config keys are dotted, e.g. --training.{key.replace('-', '_')}")
+        if not token.startswith("--") or "." not in key:
+            rest.append(token)
+            i += 1
+            continue
         if not eq:
-            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
                 raise DialogtuneError(f"option --{key} needs a value, e.g. --{key} 16")
-            value = extra[i + 1]
+            value = argv[i + 1]
             i += 1
         overrides[key] = parse_value(value)
         i += 1
-    return overrides
+    return rest, overrides
 
 
-def _config(args: argparse.Namespace, extra: list[str], config_file: str | None = None) -> Any:
+def _config(args: argparse.Namespace, extra: dict[str, Any], config_file: str | None = None) -> Any:
     from dialogtune.config import load_config
 
     overrides = {}
@@ -123,7 +127,7 @@ def _config(args: argparse.Namespace, extra: list[str], config_file: str | None 
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
-    overrides.update(split_overrides(extra))
+    overrides.update(extra)
     return load_config(config_file or getattr(args, "config", None), overrides)
 
 
@@ -134,7 +138,7 @@ def _print_table(report: dict[str, Any], output: Path) -> None:
     print(f"report: {(output / 'report.html').resolve()}")
 
 
-def cmd_run(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_run(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     from dialogtune.pipeline import run_all
 
     config = _config(args, extra, args.config_file)
@@ -142,7 +146,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> None:
     _print_table(report, Path(config.output))
 
 
-def cmd_train(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_train(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     from dialogtune.train import train
 
     config = _config(args, extra)
@@ -150,7 +154,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> None:
     print(f"trained {run.method} run: {run.folder}")
 
 
-def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_evaluate(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     from dialogtune.evaluation import evaluate_original, evaluate_run
     from dialogtune.metrics import METRICS
 
@@ -166,30 +170,30 @@ def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> None:
     print(" ".join(f"{m}={metrics['rouge'][m]['score']:.2f}" for m in METRICS) + f" (n={metrics['num_examples']}, {metrics['protocol']})")
 
 
-def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_compare(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     from dialogtune.report import write_report
 
     if extra:
-        raise DialogtuneError(f"compare takes run folders only; unexpected {' '.join(extra)}")
+        raise DialogtuneError(f"compare takes run folders only; unexpected --{next(iter(extra))}")
     output = Path(args.output) if args.output else Path(args.runs[0]).resolve().parent
     report = write_report(args.runs, output, args.examples, args.seed)
     _print_table(report, output)
 
 
-def cmd_summarize(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_summarize(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     from dialogtune.summarize import summarize_inputs
 
     if extra:
-        raise DialogtuneError(f"summarize does not take {' '.join(extra)}")
+        raise DialogtuneError(f"summarize does not take --{next(iter(extra))}; its settings come from --run")
     for line in summarize_inputs(args.text, args.file, args.model, args.run, args.batch_size):
         print(line)
 
 
-def cmd_score(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_score(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     from dialogtune.scoring import score_files, score_table
 
     if extra:
-        raise DialogtuneError(f"score does not take {' '.join(extra)}")
+        raise DialogtuneError(f"score does not take --{next(iter(extra))}")
     result = score_files(args.predictions, args.references, args.protocol, args.resamples, args.seed)
     print(score_table(result))
     if args.output:
@@ -224,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     try:
-        args, extra = parser.parse_known_args(argv)
+        rest, extra = split_overrides(sys.argv[1:] if argv is None else list(argv))
+        args = parser.parse_args(rest)
         _setup_logging(args.quiet)
         COMMANDS[args.command](args, extra)
     except DialogtuneError as err:

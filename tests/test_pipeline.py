@@ -1,0 +1,107 @@
+"""`dialogtune run` end to end on a tiny model, and the run-folder guarantees it relies on."""
+
+import json
+
+import pytest
+import yaml
+
+from conftest import FAST_TRAINING
+from dialogtune import evaluation
+from dialogtune.cli import main
+from dialogtune.config import load_config
+from dialogtune.metrics import METRICS
+from dialogtune.modeling import fingerprint, load_base
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model, small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    recipe = out / "tiny.yaml"
+    tree = {"model": str(tiny_model), "data": {"dataset": str(small_data)}, "output": str(out / "runs")}
+    recipe.write_text("# dialogtune run tiny.yaml\n" + yaml.safe_dump(tree))
+    flags = [f"--{k}={v}" for k, v in FAST_TRAINING.items()]
+    code = main(["-q", "run", str(recipe), "--lora.r", "4", "--report.num_examples", "3"] + flags)
+    assert code == 0
+    return out / "runs"
+
+
+def test_report_json_follows_the_contract(finished_run):
+    report = json.loads((finished_run / "report.json").read_text())
+    assert [r["method"] for r in report["runs"]] == ["original", "full", "lora"]
+    for run in report["runs"]:
+        for key in ("name", "method", "rouge", "num_examples", "trainable_params", "total_params", "size_bytes", "train_seconds", "train_tokens_per_second"):
+            assert key in run, key
+        assert set(run["rouge"]) == set(METRICS)
+        assert all(0 <= v <= 100 for v in run["rouge"].values())
+        assert run["num_examples"] == 8
+    original, full, lora = report["runs"]
+    assert original["trainable_params"] == 0 and original["train_seconds"] == 0
+    assert full["trainable_params"] == full["total_params"] > lora["trainable_params"] > 0
+    assert 0 < lora["size_bytes"] < full["size_bytes"]
+    assert full["train_tokens_per_second"] > 0 and lora["train_tokens_per_second"] > 0
+    assert len(report["examples"]) == 3
+    example = report["examples"][0]
+    assert example["dialogue"] and example["human"] and set(example["predictions"]) == {"original", "full", "lora"}
+    names = {(c["a"], c["b"]) for c in report["comparisons"]}
+    assert names == {("full", "original"), ("lora", "original"), ("lora", "full")}
+
+
+def test_original_numbers_come_from_an_untouched_model(finished_run, tiny_model):
+    pristine = fingerprint(load_base(str(tiny_model)))
+    original = json.loads((finished_run / "original" / "metrics.json").read_text())
+    full = json.loads((finished_run / "full" / "metrics.json").read_text())
+    assert original["weights_fingerprint"] == pristine
+    assert full["weights_fingerprint"] != pristine
+
+
+def test_report_files_are_written_and_html_is_self_contained(finished_run):
+    html = (finished_run / "report.html").read_text()
+    assert "<svg" in html and "<script" not in html and "<link" not in html and "src=" not in html
+    markdown = (finished_run / "report.md").read_text()
+    assert "| original | original |" in markdown and "## Examples" in markdown
+
+
+def test_predictions_file_has_ids_predictions_and_references(finished_run):
+    rows = [json.loads(line) for line in (finished_run / "lora" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all({"id", "prediction", "references"} <= set(r) for r in rows)
+
+
+def test_evaluating_a_run_uses_the_prompt_it_was_trained_with(finished_run, monkeypatch):
+    prompt_file = finished_run / "lora" / "prompt.json"
+    prompt_file.write_text(json.dumps({"template": "DIALOG>> {dialogue} <<SUM"}))
+    seen = []
+
+    def fake_generate(model, tokenizer, prompts, *args, **kwargs):
+        seen.extend(prompts)
+        return ["a summary"] * len(prompts)
+
+    monkeypatch.setattr(evaluation, "generate", fake_generate)
+    evaluation.evaluate_run(finished_run / "lora", progress=False)
+    assert seen and all(p.startswith("DIALOG>> ") and p.endswith(" <<SUM") for p in seen)
+
+
+def test_compare_command_rebuilds_the_report(finished_run, tmp_path, capsys):
+    code = main(["-q", "compare", str(finished_run / "original"), str(finished_run / "full"), "--output", str(tmp_path)])
+    assert code == 0
+    assert (tmp_path / "report.json").is_file()
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_summarize_with_a_run_folder_and_stdin(finished_run, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("#Person1#: Hello.\n#Person2#: Hi there."))
+    assert main(["-q", "summarize", "--run", str(finished_run / "lora")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # one dialogue in, one summary line out
+
+
+def test_summarize_a_data_file_prints_one_json_line_per_dialogue(finished_run, small_data, capsys):
+    assert main(["-q", "summarize", "--run", str(finished_run / "full"), "--file", str(small_data / "test.jsonl")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 8 and all(set(r) == {"id", "summary"} for r in rows)
+
+
+def test_run_refuses_to_redo_a_finished_run(finished_run, capsys):
+    config = finished_run.parent / "tiny.yaml"
+    assert main(["-q", "run", str(config)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
