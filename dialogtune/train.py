@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ def precision() -> tuple[torch.dtype, dict[str, bool]]:
 def training_arguments(config: Config, folder: Path) -> Seq2SeqTrainingArguments:
     _, mixed = precision()
     args = {**mixed, **config.training_args(), "output_dir": str(folder / runs.CHECKPOINTS)}
+    report_to = args.get("report_to") or []
+    if "tensorboard" in ([report_to] if isinstance(report_to, str) else report_to):
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise DialogtuneError(
+                "`training.report_to` is tensorboard, which is not installed; pip install 'dialogtune[tensorboard]'"
+            ) from None
     try:
         return Seq2SeqTrainingArguments(**args)
     except (TypeError, ValueError) as err:
@@ -86,25 +95,38 @@ def prepare(config: Config) -> Setup:
     return Setup(tokenizer, dataset, stats, base, model, template)
 
 
-def fit(setup: Setup, config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> runs.Run:
-    """Run the trainer on a prepared setup and save the result as a run folder."""
-    folder = Path(folder)
-    args = training_arguments(config, folder)
-    if not (resume and folder.exists()):
-        runs.start_run(folder, config, setup.template, overwrite=overwrite)
-        (folder / runs.TRAIN_LOG).unlink(missing_ok=True)
-    trainable, total = parameter_counts(setup.model)
-    trainer = Seq2SeqTrainer(
+def make_trainer(setup: Setup, config: Config, folder: Path) -> Seq2SeqTrainer:
+    return Seq2SeqTrainer(
         model=setup.model,
-        args=args,
+        args=training_arguments(config, folder),
         train_dataset=setup.dataset,
         data_collator=collator(setup.tokenizer, setup.base),
         processing_class=setup.tokenizer,
         callbacks=[JsonlLog(folder / runs.TRAIN_LOG)],
     )
+
+
+def fit(setup: Setup, config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> runs.Run:
+    """Run the trainer on a prepared setup and save the result as a run folder."""
+    folder = Path(folder)
+    if not (resume and folder.exists()):
+        runs.start_run(folder, config, setup.template, overwrite=overwrite)
+        (folder / runs.TRAIN_LOG).unlink(missing_ok=True)
+    trainable, total = parameter_counts(setup.model)
+    # transformers 5 takes the TensorBoard folder from this variable only; default to the run folder
+    # rather than a `runs/` folder in whatever directory the user happens to be in.
+    tensorboard_dir = os.environ.get("TENSORBOARD_LOGGING_DIR") or str(folder / "tensorboard")
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = tensorboard_dir
+    trainer = make_trainer(setup, config, folder)
+    args = trainer.args
     checkpoint = _last_checkpoint(folder) if resume else None
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if previous is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
     seconds = time.perf_counter() - started
     # For LoRA this writes only adapter_model.safetensors + adapter_config.json: the base is not copied.
     setup.model.save_pretrained(folder)

@@ -29,7 +29,7 @@ def test_recipe_parses_and_opens_with_its_command(path: Path, tmp_path):
         if method != "original":
             args = training_arguments(resolved, tmp_path)
             assert args.learning_rate > 0 and args.train_sampling_strategy == "group_by_length"
-        assert resolved.generation_args()["max_new_tokens"] >= 100
+        assert resolved.generation_args()["max_new_tokens"] > 20, "the library default of 20 cuts summaries short"
     class _Tok:
         pad_token_id, eos_token_id = 0, 1
     generation_config(config.generation_args(), _Tok())

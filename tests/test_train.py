@@ -100,3 +100,30 @@ def test_full_training_changes_weights_and_saves_a_loadable_model(tiny_model, sm
     assert fingerprint(reloaded) == fingerprint(setup.model) != before
     assert run.metadata["trainable_params"] == run.metadata["total_params"]
     assert fingerprint(load_base(str(tiny_model))) == before, "the base model folder was modified"
+
+
+def test_batches_are_length_grouped_and_dynamically_padded(tiny_model, small_data, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from dialogtune.train import make_trainer
+
+    config = _config(tiny_model, small_data, tmp_path, "full", **{"training.per_device_train_batch_size": 4})
+    setup = prepare(config)
+    trainer = make_trainer(setup, config, tmp_path / "full")
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    lengths = setup.dataset["length"]
+    padded = real = 0
+    for batch in trainer.get_train_dataloader():
+        assert "attention_mask" in batch
+        padded += batch["input_ids"].numel()
+        real += int(batch["attention_mask"].sum())
+        assert batch["input_ids"].shape[1] <= max(lengths) < config.data.max_source_length
+    # Random batches of 4 from these lengths would pad far more; grouped ones pad little.
+    assert padded / real < 1.15
+
+
+def test_tensorboard_logging_writes_event_files_when_chosen(tiny_model, small_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    config = _config(tiny_model, small_data, tmp_path, "lora", **{"training.report_to": "tensorboard", "training.max_steps": 2, "training.logging_steps": 1})
+    run = fit(prepare(config), config, config.output)
+    assert list((run.folder / "tensorboard").rglob("events.out.tfevents.*"))

@@ -1,0 +1,20 @@
+# Two commands from a fresh clone; each creates .venv and installs the pinned dependencies first.
+#   make demo   the whole flow offline on the bundled tiny model and corpus
+#   make test   the test suite
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test install
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/dialogtune run configs/offline-tiny.yaml --overwrite
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
