@@ -83,7 +83,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--batch-size", type=int, default=16)
 
     p = sub.add_parser("score", help="score any system's predictions against references")
-    p.add_argument("--predictions", required=True, help="text file (one summary per line) or JSONL with id, prediction")
+    p.add_argument("--predictions", help="text file (one summary per line) or JSONL with id, prediction")
+    p.add_argument("--prediction-field", help="score this reference (e.g. summary1) against the others instead")
     p.add_argument("--references", required=True, help="any file the data loader reads")
     p.add_argument("--protocol", default="mean", help="mean, max or field:NAME")
     p.add_argument("--output", help="write the scores as JSON here")
@@ -194,7 +195,7 @@ def cmd_score(args: argparse.Namespace, extra: dict[str, Any]) -> None:
 
     if extra:
         raise DialogtuneError(f"score does not take --{next(iter(extra))}")
-    result = score_files(args.predictions, args.references, args.protocol, args.resamples, args.seed)
+    result = score_files(args.predictions, args.references, args.protocol, args.resamples, args.seed, args.prediction_field)
     print(score_table(result))
     if args.output:
         from dialogtune.runs import write_json

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from dialogtune import runs
-from dialogtune.breakdowns import degenerate_outputs, length_stats
+from dialogtune.breakdowns import by_length, by_topic, degenerate_outputs, length_stats
 from dialogtune.errors import DialogtuneError
 from dialogtune.metrics import METRICS, per_example_scores
 from dialogtune.significance import paired_test
 
+HEADLINE = "rouge1"  # the metric the breakdowns use
+LENGTH_EDGES = (100, 150, 200, 300)  # dialogue length buckets, in words
 COLORS = ("#8c8c8c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 
 
@@ -63,6 +65,8 @@ def _run_entry(item: dict[str, Any]) -> dict[str, Any]:
         "gen_len": metrics.get("gen_len"),
         "summaries_per_second": metrics.get("summaries_per_second"),
         "lengths": length_stats([p["prediction"] for p in predictions], [p["references"] for p in predictions]),
+        "by_topic": by_topic(item["scores"][HEADLINE], [p.get("topic") or "(none)" for p in predictions]),
+        "by_length": by_length(item["scores"][HEADLINE], [len(p.get("dialogue", "").split()) for p in predictions], LENGTH_EDGES),
         "degenerate": degenerate_outputs(
             [p["prediction"] for p in predictions],
             [p.get("dialogue", "") for p in predictions],
@@ -195,6 +199,14 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {r['name']} | {_fmt(r['lengths'].get('pred_mean'))} | {_fmt(r['lengths'].get('ref_mean'))} | "
             f"{d['empty']['count']} | {d['repetitive']['count']} | {d['copied_turn']['count']} |"
         )
+    out += ["", f"## {HEADLINE} by topic (most frequent first)", "", "| topic | " + " | ".join(r["name"] for r in report["runs"]) + " | dialogues |", "|---|" + "---|" * (len(report["runs"]) + 1)]
+    for i, row in enumerate(first["by_topic"]):
+        cells = " | ".join(_fmt(r["by_topic"][i]["score"], 2) for r in report["runs"])
+        out.append(f"| {row['topic']} | {cells} | {row['count']} |")
+    out += ["", f"## {HEADLINE} by dialogue length (words)", "", "| length | " + " | ".join(r["name"] for r in report["runs"]) + " | dialogues |", "|---|" + "---|" * (len(report["runs"]) + 1)]
+    for i, row in enumerate(first["by_length"]):
+        cells = " | ".join(_fmt(r["by_length"][i]["score"], 2) for r in report["runs"])
+        out.append(f"| {row['bucket']} | {cells} | {row['count']} |")
     out += ["", "## Examples", ""]
     for ex in report["examples"]:
         out += [f"### {ex['id']}", "", "```", ex["dialogue"], "```", "", f"- **human**: {ex['human']}"]

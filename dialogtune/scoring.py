@@ -9,7 +9,8 @@ from typing import Any
 from dialogtune.config import DataConfig
 from dialogtune.data import load_split
 from dialogtune.errors import DialogtuneError
-from dialogtune.metrics import METRICS, parse_protocol, rouge_summary
+from dialogtune.breakdowns import by_topic, degenerate_outputs
+from dialogtune.metrics import METRICS, parse_protocol, per_example_scores, rouge_summary
 
 
 def read_predictions(path: str | Path) -> tuple[list[str], list[str] | None]:
@@ -36,16 +37,46 @@ def read_predictions(path: str | Path) -> tuple[list[str], list[str] | None]:
     return text.splitlines(), None
 
 
+def _hold_out(records: list[dict], field: str) -> list[str]:
+    """Take reference `field` out of every record as the prediction; the others stay as references."""
+    predictions = []
+    for record in records:
+        names = record["reference_names"]
+        if field not in names:
+            raise DialogtuneError(f"dialogue {record['id']} has no reference `{field}` (it has {', '.join(names)}); pick one of those")
+        if len(names) < 2:
+            raise DialogtuneError(f"dialogue {record['id']} has only `{field}`; nothing is left to score it against")
+        k = names.index(field)
+        predictions.append(record["references"][k])
+        record["references"] = record["references"][:k] + record["references"][k + 1 :]
+        record["reference_names"] = names[:k] + names[k + 1 :]
+    return predictions
+
+
 def score_files(
-    predictions_path: str | Path, references_path: str | Path, protocol: str = "mean", resamples: int = 1000, seed: int = 0
+    predictions_path: str | Path | None,
+    references_path: str | Path,
+    protocol: str = "mean",
+    resamples: int = 1000,
+    seed: int = 0,
+    prediction_field: str | None = None,
 ) -> dict[str, Any]:
-    """Score predictions against references; predictions align by id (JSONL) or by order (text)."""
+    """Score predictions against references; predictions align by id (JSONL) or by order (text).
+
+    With `prediction_field`, one reference set (e.g. summary1) is scored against the others:
+    the agreement between humans, a ceiling for any system.
+    """
     try:
         parse_protocol(protocol)
     except ValueError as err:
         raise DialogtuneError(str(err)) from None
+    if (predictions_path is None) == (prediction_field is None):
+        raise DialogtuneError("pass exactly one of --predictions FILE or --prediction-field NAME")
     records = load_split(DataConfig(dataset=str(references_path), loader="local"), "test")
-    predictions, ids = read_predictions(predictions_path)
+    if prediction_field is not None:
+        predictions, ids = _hold_out(records, prediction_field), [r["id"] for r in records]
+    else:
+        predictions, ids = read_predictions(predictions_path)
     if ids is None:
         if len(predictions) != len(records):
             raise DialogtuneError(
@@ -66,6 +97,11 @@ def score_files(
         )
     except ValueError as err:
         raise DialogtuneError(str(err).splitlines()[0]) from None
+    scores = per_example_scores(predictions, [r["references"] for r in records], protocol, [r["reference_names"] for r in records])
+    result["predictions_from"] = f"field:{prediction_field}" if prediction_field else str(predictions_path)
+    result["references"] = str(references_path)
+    result["by_topic"] = by_topic(scores["rouge1"], [r["topic"] or "(none)" for r in records])
+    result["degenerate"] = degenerate_outputs(predictions, [r["dialogue"] for r in records], [r["id"] for r in records])
     return result
 
 
