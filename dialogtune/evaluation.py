@@ -6,7 +6,10 @@ with the prompt it was trained on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,64 @@ from dialogtune.modeling import fingerprint, load_adapter, load_base, load_token
 from dialogtune.prompts import PromptTemplate, build_prompts, draw_shots
 
 log = logging.getLogger(__name__)
+
+
+PARTIAL = "predictions.partial.jsonl"
+
+
+class Partial:
+    """Predictions saved batch by batch, so an interrupted evaluation continues where it stopped.
+
+    The first line describes the job (split, ids, weights, prompts); a file from another job is ignored.
+    """
+
+    def __init__(self, path: Path, job: dict[str, Any]) -> None:
+        self.path = path
+        self.key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+        self.resumed = 0
+
+    def load(self) -> dict[int, str]:
+        if not self.path.exists():
+            self._start()
+            return {}
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else {}
+        except ValueError:
+            header = {}
+        if header.get("key") != self.key:
+            self._start()
+            return {}
+        done: dict[int, str] = {}
+        for line in lines[1:]:
+            try:
+                row = json.loads(line)
+                batch = {int(i): t for i, t in zip(row["indices"], row["texts"], strict=True)}
+            except (ValueError, KeyError, TypeError):
+                break  # a torn last line: the process was killed while writing it
+            done.update(batch)
+        self.resumed = len(done)
+        if done:
+            log.info("resuming evaluation: %d predictions already written", len(done))
+        self._rewrite(done)
+        return done
+
+    def _start(self) -> None:
+        runs.write_text(self.path, json.dumps({"key": self.key}) + "\n")
+
+    def _rewrite(self, done: dict[int, str]) -> None:
+        # Rewrite without a torn tail, so appends start on a clean line.
+        body = json.dumps({"indices": list(done), "texts": list(done.values())}) + "\n" if done else ""
+        runs.write_text(self.path, json.dumps({"key": self.key}) + "\n" + body)
+
+    def append(self, indices: list[int], texts: list[str]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"indices": indices, "texts": texts}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def load_for_generation(run: runs.Run, merge: bool = True) -> tuple[torch.nn.Module, Any]:
@@ -73,9 +134,11 @@ def evaluate_run(
     prompts, shot_info = build_eval_prompts(config, run.prompt, records, tokenizer)
     gen_config = generation_config(config.generation_args(), tokenizer)
     weights = fingerprint(model)
+    partial = Partial(run.folder / PARTIAL, {"split": split, "ids": [r["id"] for r in records], "weights": weights, "prompts": prompts})
     started = time.perf_counter()
     predictions = generate(
-        model, tokenizer, prompts, gen_config, config.evaluation.batch_size, config.data.max_source_length, progress
+        model, tokenizer, prompts, gen_config, config.evaluation.batch_size, config.data.max_source_length, progress,
+        done=partial.load(), on_batch=partial.append,
     )
     seconds = time.perf_counter() - started
     if fingerprint(model) != weights:
@@ -108,13 +171,21 @@ def evaluate_run(
             "model": run.metadata.get("model", config.model),
             **shot_info,
             "generation": config.generation_args(),
-            "generation_seconds": round(seconds, 3),
-            "summaries_per_second": round(len(prompts) / max(seconds, 1e-9), 3),
             "weights_fingerprint": weights,
         }
     )
+    # Scores are written only once every prediction exists; timings go to metadata so that
+    # metrics.json is identical between identical runs.
     runs.write_json(run.folder / runs.METRICS, metrics)
-    runs.update_metadata(run.folder, status="evaluated", evaluated=runs.now())
+    partial.remove()
+    runs.update_metadata(
+        run.folder,
+        status="evaluated",
+        evaluated=runs.now(),
+        generation_seconds=round(seconds, 3),
+        summaries_per_second=round(len(prompts) / max(seconds, 1e-9), 3),
+        resumed_predictions=partial.resumed,
+    )
     return metrics
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from dialogtune import runs
 from dialogtune.config import Config, for_method
+from dialogtune.errors import DialogtuneError
 from dialogtune.evaluation import evaluate_original, evaluate_run
 from dialogtune.report import write_report
 from dialogtune.train import train
@@ -15,23 +16,37 @@ from dialogtune.train import train
 log = logging.getLogger(__name__)
 
 
+def _finished(folder: Path, config: Config, overwrite: bool) -> bool:
+    """True if `folder` holds a finished run of exactly `config` (a rerun after a crash skips it)."""
+    if overwrite or not (folder / runs.METRICS).exists():
+        return False
+    if runs.is_run(folder) and runs.yaml_tree(folder / runs.CONFIG) == config.to_dict():
+        return True
+    raise DialogtuneError(
+        f"{folder} already holds a finished run with other settings; choose another output or pass --overwrite"
+    )
+
+
 def run_all(config: Config, output: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Each method of `run.methods` into `output/<method>`, then the report into `output`."""
     output = Path(output or config.output)
     configs = {method: for_method(config, method) for method in config.run.methods}  # validate all first
-    if not overwrite:
-        for method in configs:
-            runs.check_output(output / method)
+    finished = {m: _finished(output / m, c, overwrite) for m, c in configs.items()}
     folders = []
     for method in config.run.methods:
         method_config = configs[method]
         folder = output / method
+        folders.append(folder)
+        if finished[method]:
+            log.info("== %s: already finished in %s with these settings; kept ==", method, folder)
+            continue
         log.info("== %s ==", method)
         if method == "original":
             # Evaluated first, on a freshly loaded base that no trainer or peft wrapper has touched.
             evaluate_original(method_config, folder, overwrite=overwrite, progress=progress)
         else:
-            train(method_config, folder, overwrite=overwrite)
+            if not (runs.is_run(folder) and runs.read_json(folder / runs.METADATA).get("status") == "trained"
+                    and runs.yaml_tree(folder / runs.CONFIG) == method_config.to_dict()):
+                train(method_config, folder, overwrite=overwrite)
             evaluate_run(folder, progress=progress)
-        folders.append(folder)
     return write_report(folders, output, config.report.num_examples, config.report.examples_seed)

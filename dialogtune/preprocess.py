@@ -82,7 +82,10 @@ def tokenize(
             cut_sources, len(prompts), max_source_length, cut_targets, max_target_length,
         )
         if share > 0.05:
-            log.warning("more than 5%% of prompts were truncated; raise data.max_source_length if memory allows")
+            log.warning(
+                "%.0f%% of prompts were truncated (more than 5%%); raise data.max_source_length if memory allows",
+                100 * share,
+            )
     return Dataset.from_dict(rows), stats
 
 

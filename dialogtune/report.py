@@ -63,7 +63,7 @@ def _run_entry(item: dict[str, Any]) -> dict[str, Any]:
         "train_tokens_per_second": meta.get("train_tokens_per_second"),
         "peak_memory_bytes": meta.get("peak_memory_bytes"),
         "gen_len": metrics.get("gen_len"),
-        "summaries_per_second": metrics.get("summaries_per_second"),
+        "summaries_per_second": meta.get("summaries_per_second"),
         "lengths": length_stats([p["prediction"] for p in predictions], [p["references"] for p in predictions]),
         "by_topic": by_topic(item["scores"][HEADLINE], [p.get("topic") or "(none)" for p in predictions]),
         "by_length": by_length(item["scores"][HEADLINE], [len(p.get("dialogue", "").split()) for p in predictions], LENGTH_EDGES),

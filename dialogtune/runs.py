@@ -132,6 +132,10 @@ def start_run(folder: str | Path, config: Config, prompt: PromptTemplate, overwr
     return folder
 
 
+def yaml_tree(path: str | Path) -> dict[str, Any]:
+    return read_yaml(path)
+
+
 def update_metadata(folder: str | Path, **fields: Any) -> dict[str, Any]:
     path = Path(folder) / METADATA
     data = read_json(path) if path.exists() else {}

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 from dialogtune import runs
+from dialogtune.checkpoints import CheckpointingTrainer, last_complete, prune
 from dialogtune.config import Config
 from dialogtune.data import load_split
 from dialogtune.errors import DialogtuneError
@@ -25,17 +27,35 @@ from dialogtune.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
+FIRST_LOSS_FACTOR = 2.0  # a first loss above this many times ln(vocab) is suspicious
+
 
 class JsonlLog(TrainerCallback):
-    """Append every trainer log line to train_log.jsonl as it happens, so a killed run keeps its history."""
+    """Append every trainer log line to train_log.jsonl as it happens, so a killed run keeps its history.
 
-    def __init__(self, path: Path) -> None:
+    It also looks at the first loss: far above ln(vocabulary) means the model is asked to predict
+    something it never could, most often padding left in the labels.
+    """
+
+    def __init__(self, path: Path, vocab_size: int) -> None:
         self.path = path
+        self.vocab_size = vocab_size
+        self.checked = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - trainer callback signature
-        if logs:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+        if not logs:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+        if not self.checked and "loss" in logs:
+            self.checked = True
+            ceiling = FIRST_LOSS_FACTOR * math.log(self.vocab_size)
+            if logs["loss"] > ceiling:
+                log.warning(
+                    "first training loss %.2f is far above ln(vocabulary)=%.2f: check that label pads are -100 "
+                    "and that the model and tokenizer belong together",
+                    logs["loss"], math.log(self.vocab_size),
+                )
 
 
 def precision() -> tuple[torch.dtype, dict[str, bool]]:
@@ -96,22 +116,28 @@ def prepare(config: Config) -> Setup:
 
 
 def make_trainer(setup: Setup, config: Config, folder: Path) -> Seq2SeqTrainer:
-    return Seq2SeqTrainer(
+    return CheckpointingTrainer(
         model=setup.model,
         args=training_arguments(config, folder),
         train_dataset=setup.dataset,
         data_collator=collator(setup.tokenizer, setup.base),
         processing_class=setup.tokenizer,
-        callbacks=[JsonlLog(folder / runs.TRAIN_LOG)],
+        callbacks=[JsonlLog(folder / runs.TRAIN_LOG, len(setup.tokenizer))],
     )
 
 
-def fit(setup: Setup, config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> runs.Run:
-    """Run the trainer on a prepared setup and save the result as a run folder."""
+def fit(
+    setup: Setup, config: Config, folder: str | Path, overwrite: bool = False, checkpoint: Path | None = None
+) -> runs.Run:
+    """Run the trainer on a prepared setup (from `checkpoint` if given) and save the result as a run folder."""
     folder = Path(folder)
-    if not (resume and folder.exists()):
+    if checkpoint is None:
         runs.start_run(folder, config, setup.template, overwrite=overwrite)
+        shutil.rmtree(folder / runs.CHECKPOINTS, ignore_errors=True)
         (folder / runs.TRAIN_LOG).unlink(missing_ok=True)
+    else:
+        log.info("resuming from %s", checkpoint)
+        _trim_log(folder / runs.TRAIN_LOG, int(checkpoint.name.split("-")[-1]))
     trainable, total = parameter_counts(setup.model)
     # transformers 5 takes the TensorBoard folder from this variable only; default to the run folder
     # rather than a `runs/` folder in whatever directory the user happens to be in.
@@ -120,10 +146,9 @@ def fit(setup: Setup, config: Config, folder: str | Path, overwrite: bool = Fals
     os.environ["TENSORBOARD_LOGGING_DIR"] = tensorboard_dir
     trainer = make_trainer(setup, config, folder)
     args = trainer.args
-    checkpoint = _last_checkpoint(folder) if resume else None
     started = time.perf_counter()
     try:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         if previous is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
@@ -152,24 +177,52 @@ def fit(setup: Setup, config: Config, folder: str | Path, overwrite: bool = Fals
         train_tokens_per_second=round(tokens_seen / seconds, 1),
         peak_memory_bytes=_peak_memory(),
         tokens=stats.as_dict(),
-        resumed_from=checkpoint,
+        resumed_from=str(checkpoint) if checkpoint else None,
     )
     return runs.read_run(folder)
 
 
-def train(config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> runs.Run:
-    """Train `config.method` (full or lora) into `folder`; returns the run, ready to evaluate."""
-    training_arguments(config, Path(folder))  # fail on bad options before loading anything
-    if not resume:
-        runs.check_output(folder, overwrite)
-    return fit(prepare(config), config, folder, overwrite=overwrite, resume=resume)
-
-
-def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+def resume_point(config: Config, folder: Path, overwrite: bool = False) -> Path | None:
+    """The checkpoint an unfinished run in `folder` can continue from, if it was started with the same config."""
+    if overwrite or not runs.is_run(folder) or (folder / runs.METRICS).exists():
+        return None
+    if runs.read_json(folder / runs.METADATA).get("status") != "started":
+        return None
     checkpoints = folder / runs.CHECKPOINTS
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    prune(checkpoints, keep=None)  # a checkpoint the kill interrupted is never picked up
+    checkpoint = last_complete(checkpoints)
+    if checkpoint is None:
+        return None
+    previous = runs.yaml_tree(folder / runs.CONFIG)
+    if previous != config.to_dict():
+        changed = sorted(k for k in set(previous) | set(config.to_dict()) if previous.get(k) != config.to_dict().get(k))
+        raise DialogtuneError(
+            f"{folder} holds an unfinished run with other settings ({', '.join(changed)}); rerun it with the same "
+            f"settings to resume from {checkpoint.name}, or pass --overwrite to start again"
+        )
+    return checkpoint
+
+
+def train(config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> runs.Run:
+    """Train `config.method` (full or lora) into `folder`; returns the run, ready to evaluate.
+
+    An unfinished run of the same config in `folder` continues from its last complete checkpoint,
+    whether or not `resume` is set: rerunning the command that was killed is enough.
+    """
+    folder = Path(folder)
+    training_arguments(config, folder)  # fail on bad options before loading anything
+    runs.check_output(folder, overwrite)
+    checkpoint = resume_point(config, folder, overwrite)
+    if resume and checkpoint is None:
+        log.warning("--resume: %s has no complete checkpoint of an unfinished run; starting from the beginning", folder)
+    return fit(prepare(config), config, folder, overwrite=overwrite, checkpoint=checkpoint)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from: they are about to be redone."""
+    if path.exists():
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line).get("step", 0) <= step]
+        runs.write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _peak_memory() -> int:

@@ -101,7 +101,12 @@ def test_summarize_a_data_file_prints_one_json_line_per_dialogue(finished_run, s
     assert len(rows) == 8 and all(set(r) == {"id", "summary"} for r in rows)
 
 
-def test_run_refuses_to_redo_a_finished_run(finished_run, capsys):
+def test_rerunning_a_finished_run_keeps_it_and_other_settings_are_refused(finished_run, capsys):
     config = finished_run.parent / "tiny.yaml"
-    assert main(["-q", "run", str(config)]) == 2
+    flags = [f"--{k}={v}" for k, v in FAST_TRAINING.items()]
+    before = (finished_run / "full" / "metrics.json").stat().st_mtime_ns
+    assert main(["-q", "run", str(config), "--lora.r", "4", "--report.num_examples", "3"] + flags) == 0
+    assert (finished_run / "full" / "metrics.json").stat().st_mtime_ns == before
+    capsys.readouterr()
+    assert main(["-q", "run", str(config), "--lora.r", "8", "--report.num_examples", "3"] + flags) == 2
     assert "--overwrite" in capsys.readouterr().err
