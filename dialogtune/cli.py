@@ -45,6 +45,14 @@ def _common(parser: argparse.ArgumentParser, method: bool = True) -> None:
     parser.add_argument("--max-train-samples", type=int, dest="max_train_samples")
     parser.add_argument("--max-eval-samples", type=int, dest="max_eval_samples")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
+    _allow_pickle(parser)
+
+
+def _allow_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-pickle", action="store_true", dest="allow_pickle",
+        help="also load pickle weights (pytorch_model.bin, adapter_model.bin); pickle can run code, so only for trusted files",
+    )
 
 
 def build_parser() -> OneLineParser:
@@ -81,6 +89,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--model", help="base model (hub id, folder, builtin:tiny-t5)")
     p.add_argument("--run", help="run folder whose model and prompt to use")
     p.add_argument("--batch-size", type=int, default=16)
+    _allow_pickle(p)
 
     p = sub.add_parser("score", help="score any system's predictions against references")
     p.add_argument("--predictions", help="text file (one summary per line) or JSONL with id, prediction")
@@ -232,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         rest, extra = split_overrides(sys.argv[1:] if argv is None else list(argv))
         args = parser.parse_args(rest)
         _setup_logging(args.quiet)
-        COMMANDS[args.command](args, extra)
+        if getattr(args, "allow_pickle", False):
+            from dialogtune.modeling import pickle_allowed
+
+            with pickle_allowed():
+                COMMANDS[args.command](args, extra)
+        else:
+            COMMANDS[args.command](args, extra)
     except DialogtuneError as err:
         print(f"dialogtune: error: {err}", file=sys.stderr)
         return 2

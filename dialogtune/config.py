@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_steps": 500,
     "save_total_limit": 2,
     "report_to": "none",
+    "logging_first_step": True,  # the first loss is checked against ln(vocab) to catch supervised pads
+    "logging_nan_inf_filter": False,  # show a NaN loss rather than hiding it behind an average
     # Length grouping keeps similar lengths in one batch, so dynamic padding pads little.
     "train_sampling_strategy": "group_by_length",
     "dataloader_num_workers": 0,
@@ -178,9 +181,59 @@ def _passthrough_fields(section: str) -> set[str]:
     return set(GenerationConfig().to_dict()) - {"transformers_version"}
 
 
-def _suggest(key: str, valid: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    return f"; did you mean `{close[0]}`?" if close else ""
+def _passthrough_types(section: str) -> dict[str, Any]:
+    """Field types of the class a passthrough section feeds; generation options have no typed fields."""
+    if section == "training":
+        from transformers import Seq2SeqTrainingArguments
+
+        return typing.get_type_hints(Seq2SeqTrainingArguments)
+    if section == "lora":
+        from peft import LoraConfig
+
+        hints = typing.get_type_hints(LoraConfig)
+        return {**hints, **{alias: hints[name] for alias, name in LORA_ALIASES.items()}}
+    return {}
+
+
+def _scalar(annotation: Any) -> type | None:
+    """int, float or bool when a field is exactly that (optionally None); anything richer is left to the library."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return annotation if annotation in (int, float, bool) else None
+
+
+def safe_name(name: str, what: str) -> str:
+    """A user-given name that becomes one path component: no separators, no `..`, nothing hidden or empty."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(sep in name for sep in ("/", "\\", "\0"))
+    ):
+        raise DialogtuneError(
+            f"{what} {name!r} is not a valid name; use letters, digits, `-` or `_` (no `/`, `\\` or leading `.`)"
+        )
+    return name
+
+
+PASSTHROUGH_CLASSES = {
+    "training": "transformers.Seq2SeqTrainingArguments",
+    "lora": "peft.LoraConfig (e.g. r, lora_alpha, lora_dropout, target_modules)",
+    "generation": "transformers.GenerationConfig",
+}
+
+
+def _suggest(key: str, valid: typing.Iterable[str], section: str | None = None) -> str:
+    """The closest valid key, or else where the valid keys are listed, so every unknown key comes with a fix."""
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1)
+    if close:
+        return f"; did you mean `{close[0]}`?"
+    if section in PASSTHROUGH_CLASSES:
+        return f"; use a field of {PASSTHROUGH_CLASSES[section]}"
+    return f"; valid keys: {', '.join(sorted(valid))}"
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -296,9 +349,18 @@ def build_config(tree: dict[str, Any], source: str = "config") -> Config:
                 problems.append(f"`{key}` must be a mapping of options, got {value!r}")
                 continue
             valid = _passthrough_fields(key)
-            for sub in value:
+            field_types = _passthrough_types(key) if value else {}
+            for sub, sub_value in value.items():
                 if sub not in valid:
-                    problems.append(f"unknown config key `{key}.{sub}`{_suggest(sub, valid)}")
+                    problems.append(f"unknown config key `{key}.{sub}`{_suggest(sub, valid, key)}")
+                    continue
+                # The libraries store a wrong type without complaint and fail mid-training; check it now.
+                scalar = _scalar(field_types.get(sub))
+                if scalar is not None and not (sub_value is None and scalar is not bool):
+                    try:
+                        _coerce(sub_value, scalar, f"{key}.{sub}")
+                    except DialogtuneError as err:
+                        problems.append(str(err))
             kwargs[key] = dict(value)
         elif dataclasses.is_dataclass(annotation):
             if value is None:
@@ -336,6 +398,11 @@ def validate(config: Config) -> list[str]:
     if config.method not in METHODS:
         problems.append(f"`method` is {config.method!r}; choose one of {', '.join(METHODS)}")
     for name in config.run.methods:
+        try:
+            safe_name(name, "`run.methods` entry")  # each method becomes a folder under `output`
+        except DialogtuneError as err:
+            problems.append(str(err))
+            continue
         if name not in METHODS:
             problems.append(f"`run.methods` has {name!r}; choose from {', '.join(METHODS)}")
     if "{dialogue}" not in config.prompt.template:
@@ -351,6 +418,18 @@ def validate(config: Config) -> list[str]:
             problems.append(f"`data.{key}` is {value}; use a positive number or leave it unset")
     if config.evaluation.batch_size <= 0:
         problems.append(f"`evaluation.batch_size` is {config.evaluation.batch_size}; it must be positive")
+    if config.evaluation.bootstrap_resamples <= 0:
+        problems.append(
+            f"`evaluation.bootstrap_resamples` is {config.evaluation.bootstrap_resamples}; use a positive number such as 1000"
+        )
+    from dialogtune.metrics import parse_protocol  # lazily: rouge_score is not needed to read a config
+
+    try:
+        parse_protocol(config.evaluation.protocol)
+    except ValueError:
+        problems.append(
+            f"`evaluation.protocol` is {config.evaluation.protocol!r}; use mean, max or field:NAME (e.g. field:summary1)"
+        )
     training = config.training_args()
     if training.get("fp16"):
         problems.append(
@@ -371,10 +450,27 @@ def validate(config: Config) -> list[str]:
     mnt = gen.get("max_new_tokens")
     if mnt is not None and (not isinstance(mnt, int) or mnt <= 0):
         problems.append(f"`generation.max_new_tokens` is {mnt!r}; use a positive whole number")
+    elif config.generation:
+        problems.extend(_generation_problems(gen))
     for method, overrides in config.run.overrides.items():
         if method not in METHODS:
             problems.append(f"`run.overrides` has method {method!r}; use one of {', '.join(METHODS)}")
     return problems
+
+
+def _generation_problems(settings: dict[str, Any]) -> list[str]:
+    """Contradictory generation options (e.g. temperature without sampling), found before any training."""
+    from transformers import GenerationConfig
+
+    try:
+        GenerationConfig(**settings).validate(strict=True)
+    except (TypeError, ValueError) as err:
+        reason = " ".join(str(err).split()).removeprefix("GenerationConfig is invalid: ").removeprefix("- ")
+        reason = reason.split(" If you're using a pretrained model")[0]  # advice about hub configs, not ours
+        if len(reason) > 300:
+            reason = reason[:300].rsplit(" ", 1)[0] + " ..."
+        return [f"invalid generation options: {reason.rstrip('.')}; fix or remove the `generation.*` values named"]
+    return []
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -393,7 +489,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if tree is None:
         return {}
     if not isinstance(tree, dict):
-        raise DialogtuneError(f"config file {path} must be a mapping of options at the top level")
+        raise DialogtuneError(
+            f"config file {path} must be a mapping of options at the top level, not a {type(tree).__name__}; "
+            f"write `key: value` lines such as `method: lora` (see configs/)"
+        )
     return tree
 
 

@@ -99,8 +99,12 @@ def _read_file(path: Path) -> Iterator[Row]:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames:
             raise DialogtuneError(f"{path} is empty; it needs a header row and at least one data row")
+        rows = 0
         for number, row in enumerate(reader, start=2):
+            rows += 1
             yield f"{path} row {number}", row
+        if rows == 0:
+            raise DialogtuneError(f"{path} has a header row but no data rows; add rows below the header")
         return
     stripped = text.lstrip()
     if not stripped:
@@ -110,6 +114,8 @@ def _read_file(path: Path) -> Iterator[Row]:
             rows = json.loads(text)
         except json.JSONDecodeError as err:
             raise DialogtuneError(f"{path} is not valid JSON (line {err.lineno}: {err.msg}); fix it or use JSONL") from None
+        if not isinstance(rows, list) or not rows:
+            raise DialogtuneError(f"{path} holds no rows (an empty or non-list JSON value); add objects to the list")
         for number, row in enumerate(rows, start=1):
             if not isinstance(row, dict):
                 raise DialogtuneError(f"{path} item {number} is not an object; each item needs named fields")
@@ -189,7 +195,7 @@ def _raw_rows(cfg: DataConfig, split: str) -> list[Row]:
                 (only,) = files.values()
                 return [row for file in only for row in _read_file(file)]
             raise DialogtuneError(
-                f"{source} has no `{split}` split (found: {', '.join(sorted(files))}); "
+                f"{source} has no `{split}` split (found: {', '.join(sorted(files))}); pick one of those, "
                 f"name a file e.g. {split}.jsonl, or set the data.*_split options"
             )
         return [row for file in files[split] for row in _read_file(file)]
@@ -215,10 +221,29 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _layout(id_col: str | None, names: list[str], cfg: DataConfig, with_references: bool) -> str:
+    """A row's layout in words: which id column it uses and whether it has one or numbered summaries."""
+    ident = f"`{id_col}`" if id_col else "no id column"
+    if not with_references:
+        return ident
+    if names == [cfg.summary_column]:
+        return f"{ident} + `{cfg.summary_column}`"
+    return f"{ident} + `{cfg.summary_column}1`, `{cfg.summary_column}2`, ..."
+
+
 def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_references: bool = True) -> list[Record]:
-    """Rows in any supported layout -> records, merging rows that share a dialogue."""
+    """Rows in any supported layout -> records, merging rows that share a dialogue.
+
+    One split must use one layout (the hub's id/summary or the original fname/summary1..3): mixed, the
+    same dialogue would be read once with one reference and once with three, and `field:summary1` would
+    mean different things per row. Two different dialogues under one id are refused, since predictions,
+    breakdowns and comparisons are keyed by id; the same dialogue under one id is merged on purpose.
+    """
     records: dict[str, Record] = {}
     ids: dict[str, list[str]] = {}
+    first_where: dict[str, str] = {}
+    id_rows: dict[str, tuple[str, str]] = {}  # id -> (where, dialogue) of its first row
+    layout: tuple[str, str] | None = None  # (where, description) of the first row
     count = 0
     for index, (where, row) in enumerate(rows):
         count += 1
@@ -239,6 +264,22 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
                 f"{where} has no `{cfg.summary_column}` column (columns: {', '.join(map(str, row))}); "
                 f"set data.summary_column to the summary column's name"
             )
+        described = _layout(id_col, names, cfg, require_references)
+        if layout is None:
+            layout = (where, described)
+        elif described != layout[1]:
+            raise DialogtuneError(
+                f"{where} uses the {described} layout but {layout[0]} uses {layout[1]}; one split must use one "
+                f"layout: convert the rows to one of them (e.g. one row per reference with `{cfg.id_column}` and "
+                f"`{cfg.summary_column}`)"
+            )
+        if id_col:
+            seen = id_rows.setdefault(row_id, (where, dialogue))
+            if seen[1] != dialogue:
+                raise DialogtuneError(
+                    f"{seen[0]} and {where} share the id `{row_id}` but hold different dialogues; give each "
+                    f"dialogue its own id (rows with the same dialogue are merged as several references)"
+                )
         references = []
         for name in names:
             summary = _text(row[name])
@@ -256,14 +297,23 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
                 id=row_id, dialogue=dialogue, references=references, reference_names=list(names), topic=topic
             )
             ids[dialogue] = [row_id]
+            first_where[dialogue] = where
     if count == 0:
         raise DialogtuneError(f"the `{split}` split of {cfg.dataset} has no rows; add data to it")
     out = []
+    final: dict[str, str] = {}  # record id -> where its first row is
     for dialogue, record in records.items():
         group = ids[dialogue]
         if len(group) > 1:
             record["id"] = _group_id(group)
             record["reference_names"] = [f"{cfg.summary_column}{k}" for k in range(1, len(record["references"]) + 1)]
+        other = final.setdefault(record["id"], first_where[dialogue])
+        if other != first_where[dialogue]:
+            # e.g. rows test_7_1/test_7_2 become `test_7`, which another dialogue already uses.
+            raise DialogtuneError(
+                f"{other} and {first_where[dialogue]} are different dialogues that both end up with the id "
+                f"`{record['id']}`; rename one of them"
+            )
         out.append(record)
     return out
 
@@ -297,6 +347,12 @@ def load_split(
     cfg: DataConfig, split: str, limit: int | None = None, require_references: bool = True
 ) -> list[Record]:
     """Load one split as records, optionally subsampled to `limit` dialogues."""
+    if limit is not None and limit <= 0:
+        # An empty sample would only fail later, after a model was loaded, with a less clear error.
+        raise DialogtuneError(
+            f"the sample limit for the `{split}` split is {limit}; set --max-train-samples / --max-eval-samples "
+            f"to 1 or more, or leave it unset"
+        )
     records = normalise(_raw_rows(cfg, split), cfg, _canonical_split(split), require_references)
     records = subsample(records, limit, cfg.sample_seed)
     log.info("loaded %d %s dialogues from %s", len(records), split, cfg.dataset)

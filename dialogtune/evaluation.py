@@ -133,6 +133,9 @@ def evaluate_run(
         model, tokenizer = load_for_generation(run, merge=config.evaluation.merge_lora)
     prompts, shot_info = build_eval_prompts(config, run.prompt, records, tokenizer)
     gen_config = generation_config(config.generation_args(), tokenizer)
+    too_long = sum(len(ids) > config.data.max_source_length for ids in tokenizer(prompts)["input_ids"])
+    if too_long:
+        log.warning("%d of %d prompts are longer than %d tokens and were truncated", too_long, len(prompts), config.data.max_source_length)
     weights = fingerprint(model)
     partial = Partial(run.folder / PARTIAL, {"split": split, "ids": [r["id"] for r in records], "weights": weights, "prompts": prompts})
     started = time.perf_counter()
@@ -171,6 +174,7 @@ def evaluate_run(
             "model": run.metadata.get("model", config.model),
             **shot_info,
             "generation": config.generation_args(),
+            "truncated_sources": too_long,
             "weights_fingerprint": weights,
         }
     )
@@ -193,9 +197,11 @@ def evaluate_original(config: Config, folder: str | Path, overwrite: bool = Fals
     """Score the untouched base model: loaded fresh here, never one a trainer or peft has wrapped."""
     if config.method != "original":
         raise DialogtuneError("evaluate_original needs `method: original`")
-    folder = runs.start_run(folder, config, PromptTemplate(config.prompt.template), overwrite=overwrite)
+    runs.check_output(folder, overwrite)
+    # Load (and fail) before start_run clears an earlier result from the folder.
     model = load_base(config.model)
     tokenizer = load_tokenizer(config.model)
+    folder = runs.start_run(folder, config, PromptTemplate(config.prompt.template), overwrite=overwrite)
     trainable, total = parameter_counts(model)
     runs.update_metadata(folder, trainable_params=0, total_params=total, size_bytes=0, train_seconds=0.0)
     return evaluate_run(folder, progress=progress, model=model, tokenizer=tokenizer)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,45 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN_MODELS = {"builtin:tiny-t5": ASSETS / "tiny-t5"}
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+PICKLE_ADAPTER = "adapter_model.bin"
+# Any one of these lets AutoTokenizer build the real vocabulary; without them it silently builds an empty one.
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer.model", "vocab.json", "vocab.txt")
+
+# Set by the CLI's --allow-pickle for the whole command, so every loader (base, run, adapter) obeys it
+# without threading a flag through train, evaluate and summarize.
+_ALLOW_PICKLE: ContextVar[bool] = ContextVar("dialogtune_allow_pickle", default=False)
+PICKLE_WARNING = (
+    "loading pickle weights %s because --allow-pickle was given: unpickling can execute arbitrary code, "
+    "so only do this for files you trust (convert them with save_pretrained to get safetensors)"
+)
+
+
+@contextmanager
+def pickle_allowed(allow: bool = True) -> Iterator[None]:
+    """Within this block, loaders accept pickle weights (with a warning) when no safetensors exist."""
+    token = _ALLOW_PICKLE.set(allow)
+    try:
+        yield
+    finally:
+        _ALLOW_PICKLE.reset(token)
+
+
+def _pickle_ok(allow_pickle: bool | None) -> bool:
+    return _ALLOW_PICKLE.get() if allow_pickle is None else allow_pickle
+
+
+def check_safetensors(path: Path, fix: str) -> None:
+    """Read a safetensors header, so a damaged file is one clear error instead of a loader traceback."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DialogtuneError(f"{path} is not a valid safetensors file ({reason}); {fix}") from None
 
 
 def resolve_model(name: str) -> str:
@@ -44,21 +86,52 @@ def load_tokenizer(name: str) -> Any:
 
     source = resolve_model(name)
     _check_folder(source)
+    path = Path(source)
+    if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise DialogtuneError(
+            f"model folder {name} has no tokenizer files ({' or '.join(TOKENIZER_FILES[:2])}); "
+            f"save the tokenizer there too, e.g. tokenizer.save_pretrained('{name}')"
+        )
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError, TypeError) as err:
         reason = str(err).splitlines()[0]
         raise DialogtuneError(f"could not load a tokenizer from {name} ({reason}); the folder needs tokenizer.json or a hub id") from None
 
 
-def load_base(name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool = False) -> torch.nn.Module:
-    """A fresh copy of the base model. Callers that train get their own copy, so the original stays pristine."""
+def _local_weights(folder: Path, name: str, allow_pickle: bool) -> bool:
+    """Check a model folder's weights before loading; True when only pickle weights exist (and are allowed)."""
+    if any((folder / f).is_file() for f in SAFE_WEIGHTS):
+        for weights in sorted(folder.glob("model*.safetensors")):
+            check_safetensors(weights, "the weights are damaged; re-save the model or re-run training")
+        return False
+    pickles = [f for f in PICKLE_WEIGHTS if (folder / f).is_file()]
+    if not pickles:
+        raise DialogtuneError(
+            f"model folder {name} has no weights ({SAFE_WEIGHTS[0]}); pass a folder written by save_pretrained"
+        )
+    if not allow_pickle:
+        raise DialogtuneError(
+            f"model folder {name} has only pickle weights ({pickles[0]}), which can run code when loaded; "
+            f"convert them to safetensors with save_pretrained, or pass --allow-pickle if you trust the source"
+        )
+    log.warning(PICKLE_WARNING, folder / pickles[0])
+    return True
+
+
+def load_base(name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool | None = None) -> torch.nn.Module:
+    """A fresh copy of the base model. Callers that train get their own copy, so the original stays pristine.
+
+    Only safetensors weights are read unless pickle is allowed (`allow_pickle`, or the CLI's --allow-pickle).
+    """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
+    allow = _pickle_ok(allow_pickle)
     source = resolve_model(name)
     _check_folder(source)
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0]
         raise DialogtuneError(f"could not load model `{name}` ({reason}); check the id, your connection or the folder") from None
@@ -66,16 +139,18 @@ def load_base(name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool 
         raise DialogtuneError(
             f"{name} is a `{config.model_type}` model, not a sequence-to-sequence one; pass a T5 / FLAN-T5 model"
         )
-    if Path(source).is_dir() and not allow_pickle and not any(Path(source).glob("*.safetensors")):
-        raise DialogtuneError(
-            f"model folder {name} has no .safetensors weights; pickle weights can run code when loaded, "
-            f"so convert them or pass --allow-pickle if you trust the source"
-        )
+    if Path(source).is_dir():
+        use_safetensors: bool | None = not _local_weights(Path(source), name, allow)
+    else:
+        use_safetensors = None if allow else True  # a hub repo: let transformers pick only when pickle is allowed
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype, use_safetensors=not allow_pickle or None)
-    except (OSError, ValueError) as err:
-        reason = str(err).splitlines()[0]
-        raise DialogtuneError(f"could not load model weights from {name} ({reason})") from None
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            source, config=config, dtype=dtype, use_safetensors=use_safetensors, trust_remote_code=False
+        )
+    except (OSError, ValueError, SafetensorError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = "" if allow else "; if it has only pickle weights (pytorch_model.bin) and you trust it, pass --allow-pickle"
+        raise DialogtuneError(f"could not load model weights from {name} ({reason}){hint}") from None
     return model
 
 
@@ -154,14 +229,38 @@ def size_on_disk(folder: str | Path, method: str) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def load_adapter(base: torch.nn.Module, folder: str | Path, merge: bool) -> torch.nn.Module:
+def _check_adapter(folder: Path, allow_pickle: bool) -> None:
+    """Refuse a missing, damaged or (unless allowed) pickled adapter before peft reads it."""
+    if not (folder / "adapter_config.json").is_file():
+        raise DialogtuneError(f"{folder} has no adapter_config.json; pass a LoRA run folder written by `dialogtune train`")
+    weights = folder / "adapter_model.safetensors"
+    if weights.is_file():
+        check_safetensors(weights, "the adapter is damaged; re-train the run or restore the file")
+        return
+    if not (folder / PICKLE_ADAPTER).is_file():
+        raise DialogtuneError(f"{folder} has no adapter weights ({weights.name}); re-train the run or restore the file")
+    if not allow_pickle:
+        raise DialogtuneError(
+            f"{folder} has only a pickle adapter ({PICKLE_ADAPTER}), which can run code when loaded; "
+            f"re-save it as {weights.name} with save_pretrained, or pass --allow-pickle if you trust it"
+        )
+    log.warning(PICKLE_WARNING, folder / PICKLE_ADAPTER)
+
+
+def load_adapter(
+    base: torch.nn.Module, folder: str | Path, merge: bool, allow_pickle: bool | None = None
+) -> torch.nn.Module:
     """Put a saved adapter on a fresh base; merged, it generates the same text without the LoRA overhead."""
     from peft import PeftModel
 
+    folder = Path(folder)
+    _check_adapter(folder, _pickle_ok(allow_pickle))
     try:
         model = PeftModel.from_pretrained(base, str(folder))
     except (RuntimeError, ValueError, KeyError, OSError) as err:
-        reason = str(err).strip().splitlines()[0]
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+        # torch puts the useful part ("size mismatch for ...") on the lines after its header.
+        reason = next((line for line in lines if "size mismatch" in line or "Missing key" in line), lines[0])
         raise DialogtuneError(
             f"the adapter in {folder} does not fit this base model ({reason[:200]}); "
             f"use the base it was trained on (see adapter_config.json)"
