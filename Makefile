@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/dialogtune run configs/offline-tiny.yaml --overwrite
+	$(VENV)/bin/dialogtune demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

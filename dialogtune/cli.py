@@ -91,6 +91,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--batch-size", type=int, default=16)
     _allow_pickle(p)
 
+    p = sub.add_parser("demo", help="the whole flow offline on the bundled tiny model and corpus")
+    p.add_argument("--out", default=None, help="output folder (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a few dozen steps: checks the flow, not the quality")
+    p.add_argument("--overwrite", action="store_true", help="redo runs already finished in --out")
+
     p = sub.add_parser("score", help="score any system's predictions against references")
     p.add_argument("--predictions", help="text file (one summary per line) or JSONL with id, prediction")
     p.add_argument("--prediction-field", help="score this reference (e.g. summary1) against the others instead")
@@ -212,7 +217,17 @@ def cmd_score(args: argparse.Namespace, extra: dict[str, Any]) -> None:
         write_json(args.output, result)
 
 
+def cmd_demo(args: argparse.Namespace, extra: dict[str, Any]) -> None:
+    from dialogtune.demo import demo_config
+    from dialogtune.pipeline import run_all
+
+    config = demo_config(args.out, args.quick, extra)
+    report = run_all(config, overwrite=args.overwrite, progress=not args.quiet)
+    _print_table(report, Path(config.output))
+
+
 COMMANDS = {
+    "demo": cmd_demo,
     "run": cmd_run,
     "train": cmd_train,
     "evaluate": cmd_evaluate,

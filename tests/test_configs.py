@@ -9,7 +9,7 @@ from dialogtune.config import for_method, load_config
 from dialogtune.generate import generation_config
 from dialogtune.train import training_arguments
 
-RECIPES = sorted((REPO / "configs").glob("*.yaml"))
+RECIPES = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "dialogtune" / "assets").glob("*.yaml"))
 
 
 def test_recipes_exist_for_every_size_and_method():
@@ -21,9 +21,10 @@ def test_recipes_exist_for_every_size_and_method():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses_and_opens_with_its_command(path: Path, tmp_path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith("# dialogtune ") and f"configs/{path.name}" in first
+    assert first.startswith("# dialogtune ")
+    assert f"configs/{path.name}" in first or (path.parent.name == "assets" and first.startswith(f"# dialogtune {path.stem}"))
     config = load_config(path)
-    methods = config.run.methods if first.startswith("# dialogtune run") else [config.method]
+    methods = config.run.methods if first.startswith(("# dialogtune run", "# dialogtune demo")) else [config.method]
     for method in methods:
         resolved = for_method(config, method)
         if method != "original":
