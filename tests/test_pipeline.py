@@ -110,3 +110,21 @@ def test_rerunning_a_finished_run_keeps_it_and_other_settings_are_refused(finish
     capsys.readouterr()
     assert main(["-q", "run", str(config), "--lora.r", "8", "--report.num_examples", "3"] + flags) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_original_few_shot_prompts_carry_examples_from_the_train_split(tiny_model, small_data, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_generate(model, tokenizer, prompts, *args, **kwargs):
+        seen.extend(prompts)
+        return ["a summary"] * len(prompts)
+
+    monkeypatch.setattr(evaluation, "generate", fake_generate)
+    flags = [f"--{k}={v}" for k, v in FAST_TRAINING.items()]
+    out = tmp_path / "fewshot"
+    args = ["-q", "evaluate", "--method", "original", "--model", str(tiny_model), "--dataset", str(small_data), "--output", str(out), "--prompt.shots", "2"]
+    assert main(args + flags) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["shots"] == 2 and metrics["shots_used"] + metrics["shots_dropped"] == 2 * 8
+    assert metrics["shots_used"] > 0 and sum(p.count("Summary: ") for p in seen) == len(seen) + metrics["shots_used"]
+    assert json.loads((out / "metadata.json").read_text())["method"] == "original"
