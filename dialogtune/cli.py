@@ -93,6 +93,8 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("demo", help="the whole flow offline on the bundled tiny model and corpus")
     p.add_argument("--out", default=None, help="output folder (default runs/demo)")
+    p.add_argument("--model", help="another base, e.g. google/flan-t5-base (default builtin:tiny-t5)")
+    p.add_argument("--dataset", help="another dataset, e.g. knkarthick/dialogsum (default builtin:dialogs)")
     p.add_argument("--quick", action="store_true", help="a few dozen steps: checks the flow, not the quality")
     p.add_argument("--overwrite", action="store_true", help="redo runs already finished in --out")
 
@@ -221,7 +223,8 @@ def cmd_demo(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     from dialogtune.demo import demo_config
     from dialogtune.pipeline import run_all
 
-    config = demo_config(args.out, args.quick, extra)
+    named = {key: getattr(args, flag) for flag, key in (("model", "model"), ("dataset", "data.dataset")) if getattr(args, flag)}
+    config = demo_config(args.out, args.quick, {**named, **extra})
     report = run_all(config, overwrite=args.overwrite, progress=not args.quiet)
     _print_table(report, Path(config.output))
 

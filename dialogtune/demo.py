@@ -21,12 +21,22 @@ QUICK = {
 }
 
 
+# Sized for the bundled corpus (short dialogues, short summaries); another dataset gets the defaults.
+CORPUS_SIZED = {"data": ("max_train_samples", "max_eval_samples", "max_source_length", "max_target_length"),
+                "generation": ("max_new_tokens",)}
+
+
 def demo_config(out: str | Path | None = None, quick: bool = False, overrides: dict[str, Any] | None = None) -> Config:
     """The bundled demo recipe, with `--quick` and the user's overrides on top."""
     tree = read_yaml(DEMO_RECIPE)
+    overrides = dict(overrides or {})
+    if overrides.get("data.dataset", tree["data"]["dataset"]) != tree["data"]["dataset"]:
+        for section, keys in CORPUS_SIZED.items():
+            for key in keys:
+                tree[section].pop(key, None)
     if quick:
         apply_overrides(tree, QUICK)
-    apply_overrides(tree, overrides or {})
+    apply_overrides(tree, overrides)
     if out is not None:
         tree["output"] = str(out)
     return build_config(tree, source="demo")
