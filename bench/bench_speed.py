@@ -1,0 +1,726 @@
+"""Training and evaluation speed: dialogtune's own paths vs the FLAN-T5 + DialogSum notebook recipe, side by side.
+
+    .venv/bin/python bench/bench_speed.py --quick                       # ~3 min on 2 cores: flan-t5-small shape, every ratio
+    .venv/bin/python bench/bench_speed.py --output bench-cpu.json       # the full measurement (small + base shapes)
+    bash bench/gpu.sh                                                   # the same on a CUDA GPU in bf16, under 8 minutes
+
+Two recipes train and evaluate the same randomly initialised FLAN-T5-shaped models (speed does not depend
+on the weights' values) on the same real DialogSum dev dialogues, with the same tokenizer, batch size and
+number of optimizer steps:
+
+(a) notebook: inputs and labels padded to 512 (padding="max_length"), label pads left as pad id 0, no
+    attention mask, plain `transformers.Trainer` with its default collator, and evaluation that calls
+    `generate` once per example on the padded 512-token input;
+(b) dialogtune: `dialogtune.preprocess.tokenize` + `collator` (per-batch padding, -100 label pads, attention
+    masks), `Seq2SeqTrainer` built by `dialogtune.train.make_trainer` with our defaults
+    (train_sampling_strategy=group_by_length), and `dialogtune.generate.generate` (batched, length-sorted).
+
+Every training configuration runs in a fresh subprocess, so its peak resident memory is its own. Each
+trains 1 warm-up step (not timed) plus `--steps` timed steps. Throughput counts only real tokens (non-pad
+source tokens + real label tokens), which is the same work for both recipes, so the notebook's padding
+shows up as lower throughput. FLOP accounting is documented in `flops()` and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
+
+SHARED = REPO.parent / "shared"
+DEFAULT_DATA = SHARED / "dialogsum" / "dialogsum.dev.jsonl"
+DEFAULT_TOKENIZER = SHARED / "t5-tokenizer"
+NOTEBOOK_LENGTH = 512  # the notebook pads inputs and labels to the tokenizer's model_max_length
+LORA_R = 32  # dialogtune's default LoRA rank on q and v; the issue's target configuration
+RESULT_PREFIX = "BENCH_RESULT "  # marks the worker's one JSON line on stdout
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The architecture of a T5 v1.1 / FLAN-T5 checkpoint: all that speed depends on."""
+
+    name: str
+    vocab_size: int
+    d_model: int
+    d_kv: int
+    d_ff: int
+    num_layers: int  # encoder and decoder each
+    num_heads: int
+    params: int | None  # the real checkpoint's parameter count, asserted when the model is built
+
+    @property
+    def inner(self) -> int:
+        """Width of the attention projections (heads x d_kv); not d_model for flan-t5-small (6 x 64 = 384)."""
+        return self.num_heads * self.d_kv
+
+
+SHAPES = {
+    "small": Shape("flan-t5-small", 32128, 512, 64, 1024, 8, 6, 76_961_152),
+    "base": Shape("flan-t5-base", 32128, 768, 64, 2048, 12, 12, 247_577_856),
+    # Not a real checkpoint: a stand-in that lets the tests run the whole benchmark in seconds.
+    "tiny": Shape("tiny", 32128, 32, 8, 64, 2, 4, None),
+}
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def t5_config(shape: Shape) -> Any:
+    """A T5Config with FLAN-T5's layout: gated-GELU feed-forward and an untied, unscaled lm_head."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=shape.vocab_size,
+        d_model=shape.d_model,
+        d_kv=shape.d_kv,
+        d_ff=shape.d_ff,
+        num_layers=shape.num_layers,
+        num_decoder_layers=shape.num_layers,
+        num_heads=shape.num_heads,
+        feed_forward_proj="gated-gelu",
+        # transformers 5 forces tie_word_embeddings=True on T5, but passing False still switches off the
+        # tied-head output scaling (scale_decoder_outputs=False), as in the FLAN-T5 checkpoints.
+        tie_word_embeddings=False,
+        decoder_start_token_id=0,  # needed before `labels=` works on a T5Config built in code
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+
+
+def build_model(shape: Shape, device: str = "cpu", seed: int = 0) -> Any:
+    """A randomly initialised model of `shape` with its own lm_head; asserts the real checkpoint's size.
+
+    `device="meta"` builds it without allocating weights (for counting parameters in tests).
+    """
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    from dialogtune.modeling import parameter_counts
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = T5ForConditionalGeneration(t5_config(shape))
+        # FLAN-T5 checkpoints have a separate lm_head; without this the count is short by vocab x d_model.
+        model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
+    _, total = parameter_counts(model)
+    if shape.params is not None:
+        assert total == shape.params, f"{shape.name} stand-in has {total:,} parameters, the checkpoint {shape.params:,}"
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+
+
+def flops(shape: Shape, src: int, tgt: int, method: str = "full", train: bool = True, lora_r: int = LORA_R) -> float:
+    """Model FLOPs for one example with `src` encoder tokens and `tgt` decoder tokens (2 FLOPs per multiply-add).
+
+    Forward, per layer (inner = heads x d_kv):
+      encoder, per encoder token: q,k,v,o 8*d*inner + gated FFN 6*d*d_ff + attention scores/context 4*src*inner
+      decoder, per decoder token: self q,k,v,o 8*d*inner + cross q,o 4*d*inner + FFN 6*d*d_ff
+                                  + self attention 4*tgt*inner + cross attention 4*src*inner
+      decoder cross k,v, per encoder token: 4*d*inner
+    plus the lm_head, 2*d*vocab per decoder token. Embedding lookups, norms, softmax and the relative
+    position bias are left out (they are not matmuls and are small).
+    Attention is counted over the full `src` x `src` / `tgt` x `tgt` matrices, as the kernels compute them.
+
+    Training = forward + backward:
+      full: backward = 2 x forward (input gradients + weight gradients), so 3 x forward (the 6*N*tokens rule).
+      lora: base weights are frozen, so their weight gradients are skipped, but the input gradients must
+            still flow through every layer to reach the adapters: weight matmuls cost 2 x forward. Attention
+            score/context matmuls have no weights; both operands need gradients: 3 x forward. The rank-r
+            adapters on q and v (d -> r -> inner) count 3 x their forward.
+    """
+    d, inner = shape.d_model, shape.inner
+    layers = shape.num_layers
+    enc_weights = layers * src * (8 * d * inner + 6 * d * shape.d_ff)
+    enc_attention = layers * src * 4 * src * inner
+    dec_weights = layers * tgt * (12 * d * inner + 6 * d * shape.d_ff) + layers * src * 4 * d * inner
+    dec_attention = layers * tgt * 4 * (tgt + src) * inner
+    head = tgt * 2 * d * shape.vocab_size
+    weights = enc_weights + dec_weights + head
+    attention = enc_attention + dec_attention
+    # LoRA on q and v: two adapters per attention block (encoder self, decoder self, decoder cross).
+    adapter_per_token = 2 * 2 * lora_r * (d + inner)
+    adapters = adapter_per_token * layers * (src + 2 * tgt) if method == "lora" else 0
+    if not train:
+        return float(weights + attention + adapters)
+    if method == "full":
+        return float(3 * (weights + attention))
+    if method == "lora":
+        return float(2 * weights + 3 * attention + 3 * adapters)
+    raise ValueError(f"method is {method!r}; use full or lora")
+
+
+def batch_flops(shape: Shape, src_lengths: list[int], tgt_lengths: list[int], method: str, padded: tuple[int, int] | None = None) -> float:
+    """FLOPs of one batch: on each example's real lengths, or (with `padded`) on the padded lengths executed."""
+    if padded is not None:
+        return len(src_lengths) * flops(shape, padded[0], padded[1], method)
+    return sum(flops(shape, s, t, method) for s, t in zip(src_lengths, tgt_lengths, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def load_examples(n: int, path: Path = DEFAULT_DATA) -> tuple[list[str], list[str]]:
+    """The first `n` dev dialogues as prompts (dialogtune's template, the notebook's text) and summaries."""
+    from dialogtune.prompts import PromptTemplate
+
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: the benchmark reads real DialogSum dialogues from ../shared/dialogsum")
+    template = PromptTemplate("Summarize the following conversation.\n\n{dialogue}\n\nSummary: ")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                rows.append(json.loads(line))
+            if len(rows) == n:
+                break
+    if len(rows) < n:
+        raise SystemExit(f"{path} has {len(rows)} dialogues; the benchmark needs {n}")
+    return [template.format(r["dialogue"]) for r in rows], [r["summary"] for r in rows]
+
+
+def load_tokenizer(path: Path = DEFAULT_TOKENIZER) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def notebook_dataset(tokenizer: Any, prompts: list[str], summaries: list[str]) -> Any:
+    """The notebook's tokenize_function: both sides padded to 512, pads kept in the labels, no attention mask."""
+    from datasets import Dataset
+
+    pad = {"padding": "max_length", "truncation": True, "max_length": NOTEBOOK_LENGTH}
+    return Dataset.from_dict({
+        "input_ids": tokenizer(prompts, **pad)["input_ids"],
+        "labels": tokenizer(summaries, **pad)["input_ids"],
+    })
+
+
+def notebook_collator() -> Any:
+    """What `transformers.Trainer` uses when given no tokenizer and no collator, as in the notebook."""
+    from transformers import default_data_collator
+
+    return default_data_collator
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+class StepClock:
+    """Trainer callback: wall time at the end of every optimizer step (after a device sync)."""
+
+    def __init__(self, cuda: bool) -> None:
+        from transformers import TrainerCallback
+
+        self.cuda = cuda
+        self.ends: list[float] = []
+        clock = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - trainer signature
+                clock.begin = clock.now()
+
+            def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                clock.ends.append(clock.now())
+
+        self.callback = _Callback()
+
+    def now(self) -> float:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()  # kernels run asynchronously; without this a step "ends" before its work
+        return time.perf_counter()
+
+
+class BatchLog:
+    """Forward pre-hook that keeps each training batch's real and padded lengths.
+
+    Real tokens are ids > 0: id 0 is T5's pad, and the labels pad with 0 (notebook) or -100 (ours). The
+    counts stay on the device until the end, so the hook adds no synchronisation to the timed steps.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[Any, Any, tuple[int, int]]] = []
+
+    def __call__(self, module: Any, args: tuple, kwargs: dict) -> None:
+        ids, labels = kwargs["input_ids"], kwargs["labels"]
+        self.batches.append(((ids > 0).sum(1), (labels > 0).sum(1), (ids.shape[1], labels.shape[1])))
+
+    def lengths(self) -> list[tuple[list[int], list[int], tuple[int, int]]]:
+        return [(s.tolist(), t.tolist(), shape) for s, t, shape in self.batches]
+
+
+def _train_args_common(job: dict[str, Any]) -> dict[str, Any]:
+    """Options both recipes share: same steps, batch, seed and learning rate; no checkpoints or log noise."""
+    from dialogtune.config import LEARNING_RATE_DEFAULTS
+
+    common = {
+        "per_device_train_batch_size": job["batch_size"],
+        "max_steps": job["warmup_steps"] + job["steps"],
+        "learning_rate": LEARNING_RATE_DEFAULTS[job["method"]],
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": job["seed"],
+        "dataloader_num_workers": 0,
+    }
+    if job["device"] == "cpu":
+        common["use_cpu"] = True
+    return common
+
+
+def _notebook_trainer(job: dict[str, Any], model: Any, tokenizer: Any, prompts: list[str], summaries: list[str], folder: Path) -> Any:
+    """Recipe (a): plain `Trainer`, default collator, 512-padded inputs and labels."""
+    from transformers import Trainer, TrainingArguments
+
+    args = _train_args_common(job)
+    if job["device"] == "cuda":
+        args["bf16"] = True  # the same precision dialogtune picks on a bf16 GPU, so only the recipe differs
+    return Trainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(folder / "checkpoints"), **args),
+        train_dataset=notebook_dataset(tokenizer, prompts, summaries),
+    )
+
+
+def _dialogtune_trainer(job: dict[str, Any], base: Any, model: Any, tokenizer: Any, prompts: list[str], summaries: list[str], folder: Path) -> Any:
+    """Recipe (b): dialogtune.preprocess.tokenize + dialogtune.train.make_trainer with our default options."""
+    from dialogtune.config import Config, DataConfig
+    from dialogtune.preprocess import tokenize
+    from dialogtune.prompts import PromptTemplate
+    from dialogtune.train import Setup, make_trainer
+
+    config = Config(method=job["method"], seed=job["seed"], data=DataConfig(), training=_train_args_common(job))
+    dataset, stats = tokenize(tokenizer, prompts, summaries, config.data.max_source_length, config.data.max_target_length)
+    setup = Setup(tokenizer, dataset, stats, base, model, PromptTemplate(config.prompt.template))
+    return make_trainer(setup, config, folder)
+
+
+def run_train(job: dict[str, Any]) -> dict[str, Any]:
+    """One training configuration (recipe x shape x method); meant to run alone in a fresh process."""
+    import torch
+
+    from dialogtune.config import Config
+    from dialogtune.modeling import apply_lora, parameter_counts
+
+    shape = SHAPES[job["shape"]]
+    tokenizer = load_tokenizer(Path(job["tokenizer"]))
+    n = job["batch_size"] * (job["warmup_steps"] + job["steps"])  # exactly one epoch: both recipes see every example once
+    prompts, summaries = load_examples(n, Path(job["data"]))
+    base = build_model(shape, seed=job["seed"])
+    model = apply_lora(base, Config(method="lora").lora_args()) if job["method"] == "lora" else base
+    trainable, total = parameter_counts(model)
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        folder = Path(tmp)
+        if job["recipe"] == "notebook":
+            trainer = _notebook_trainer(job, model, tokenizer, prompts, summaries, folder)
+        else:
+            trainer = _dialogtune_trainer(job, base, model, tokenizer, prompts, summaries, folder)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        for noisy in (PrinterCallback, ProgressCallback):  # they print the final metrics dict to stdout
+            trainer.remove_callback(noisy)
+        clock = StepClock(cuda=job["device"] == "cuda")
+        trainer.add_callback(clock.callback)
+        log = BatchLog()
+        handle = trainer.model.register_forward_pre_hook(log, with_kwargs=True)
+        trainer.train()
+        handle.remove()
+    if job["device"] == "cuda":
+        peak = int(torch.cuda.max_memory_allocated())
+    else:
+        peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+    batches = log.lengths()
+    warm = job["warmup_steps"]
+    if len(clock.ends) != warm + job["steps"] or len(batches) != len(clock.ends):
+        raise RuntimeError(f"expected {warm + job['steps']} steps, saw {len(clock.ends)} steps and {len(batches)} batches")
+    timed = batches[warm:]
+    seconds = clock.ends[-1] - clock.ends[warm - 1] if warm else clock.ends[-1] - clock.begin
+    steps = [b - a for a, b in zip(([clock.begin] + clock.ends)[warm:], clock.ends[warm:])]
+    tokens = sum(sum(s) + sum(t) for s, t, _ in timed)
+    useful = sum(batch_flops(shape, s, t, job["method"]) for s, t, _ in timed)
+    return {
+        **{k: job[k] for k in ("recipe", "shape", "method", "batch_size", "steps")},
+        "trainable_params": trainable,
+        "total_params": total,
+        "seconds": seconds,
+        "step_s": seconds / job["steps"],
+        "step_s_median": statistics.median(steps),
+        "examples_per_s": job["batch_size"] * job["steps"] / seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "useful_flops_per_s": useful / seconds,
+        # Over every example (warm-up batch included), so both recipes are compared on the same examples.
+        "executed_flops_all": sum(batch_flops(shape, s, t, job["method"], padded=p) for s, t, p in batches),
+        "useful_flops_all": sum(batch_flops(shape, s, t, job["method"]) for s, t, _ in batches),
+        "padded_lengths": [p for _, _, p in timed],
+        "peak_rss_bytes": peak,
+    }
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def run_eval(job: dict[str, Any]) -> dict[str, Any]:
+    """Both evaluation paths on the same dialogues and the same output length, in this process."""
+    import torch
+    from transformers import GenerationConfig
+
+    from dialogtune.generate import generate, generation_config
+
+    shape = SHAPES[job["shape"]]
+    tokenizer = load_tokenizer(Path(job["tokenizer"]))
+    prompts, _ = load_examples(job["eval_examples"], Path(job["data"]))
+    model = build_model(shape, seed=job["seed"]).to(job["device"])
+    if job["device"] == "cuda":
+        model = model.to(torch.bfloat16)  # both paths generate in bf16 on the GPU
+    model.eval()
+    length = job["new_tokens"]
+    # min = max: every summary is exactly `length` tokens, so an early end of sequence cannot skew speed.
+    settings = {"max_new_tokens": length, "min_new_tokens": length, "num_beams": 1, "do_sample": False}
+
+    def notebook(batch: list[str]) -> list[str]:
+        # The notebook's loop: one dialogue per generate call, its 512-padded input, no attention mask.
+        config = GenerationConfig(**settings)
+        out = []
+        for prompt in batch:
+            ids = tokenizer(prompt, return_tensors="pt", padding="max_length", truncation=True, max_length=NOTEBOOK_LENGTH).input_ids
+            with torch.no_grad():
+                generated = model.generate(ids.to(job["device"]), generation_config=config)
+            out.append(tokenizer.decode(generated[0], skip_special_tokens=True))
+        return out
+
+    def ours(batch: list[str]) -> list[str]:
+        config = generation_config(settings, tokenizer)
+        return generate(model, tokenizer, batch, config, batch_size=job["eval_batch_size"], progress=False)
+
+    results: dict[str, Any] = {"shape": job["shape"], "examples": len(prompts), "new_tokens": length}
+    outputs = {}
+    for name, fn in (("notebook", notebook), ("dialogtune", ours)):
+        fn(prompts[:1])  # warm-up: first-call allocations and lazy initialisation are not timed
+        _sync(job["device"])
+        start = time.perf_counter()
+        outputs[name] = fn(prompts)
+        _sync(job["device"])
+        seconds = time.perf_counter() - start
+        results[name] = {
+            "seconds": seconds,
+            "summaries_per_s": len(prompts) / seconds,
+            "generated_tokens_per_s": len(prompts) * length / seconds,
+        }
+    # Expected to differ: without an attention mask the notebook's encoder attends to its 512-token padding
+    # (generate does not infer a mask here), so this counts texts, not a check on our optimisations;
+    # tests/test_bench.py checks that batching, length sorting and LoRA merging change nothing.
+    results["identical_outputs"] = sum(a == b for a, b in zip(outputs["notebook"], outputs["dialogtune"], strict=True))
+    return results
+
+
+# ------------------------------------------------------------------------------------------ matmul peak
+
+
+def matmul_peak(device: str, size: int | None = None, repeats: int = 8) -> dict[str, Any]:
+    """The best rate of large square matmuls: fp32 on the CPU (all threads), bf16 on CUDA."""
+    import torch
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    size = size or (8192 if device == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    calls = 20 if device == "cuda" else 1
+    best = 0.0
+    for _ in range(repeats + 1):  # the first round warms up (thread pool, kernel choice)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.matmul(a, b)
+        _sync(device)
+        best = max(best, calls * 2 * size**3 / (time.perf_counter() - start))
+    return {"gflops": best / 1e9, "dtype": str(dtype).replace("torch.", ""), "size": size, "threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------------------------------- orchestration
+
+
+def worker(job: dict[str, Any]) -> None:
+    """Entry point of a fresh subprocess: run one job and print its result as one JSON line."""
+    _quiet()
+    result = run_train(job) if job["kind"] == "train" else run_eval(job)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def _quiet() -> None:
+    import logging
+
+    import torch
+    import transformers
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    transformers.utils.logging.set_verbosity_error()
+    logging.getLogger("dialogtune").setLevel(logging.WARNING)
+    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)  # the same thread count for every configuration and both recipes
+
+
+def spawn(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
+    """Run a job in a fresh Python process (per-configuration peak memory), or here for fast tests."""
+    if in_process:
+        return run_train(job) if job["kind"] == "train" else run_eval(job)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    raise SystemExit(f"benchmark job {job} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+@dataclass
+class Plan:
+    """What one benchmark run measures."""
+
+    shapes: list[str]  # shapes trained with both recipes and both methods
+    mfu_shapes: list[str]  # extra shapes trained with dialogtune `full` only (the MFU figure)
+    eval_shapes: list[str]
+    steps: int
+    warmup_steps: int
+    batch_size: int
+    eval_examples: int
+    eval_batch_size: int
+    new_tokens: int
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    if args.quick:
+        # Sized for <= 3 minutes on 2 idle cores: one notebook step at batch 8 executes ~1.7 TFLOP at the
+        # small shape (every example is 512 + 512 tokens), so quick halves the batch and times 2 steps.
+        plan = Plan(["small"], ["base"], ["small"], steps=2, warmup_steps=1, batch_size=4,
+                    eval_examples=8, eval_batch_size=16, new_tokens=32)
+    else:
+        plan = Plan(["small", "base"], [], ["small", "base"], steps=10, warmup_steps=1, batch_size=8,
+                    eval_examples=64, eval_batch_size=16, new_tokens=64)
+    if args.shape:  # one shape for everything (the tests use the tiny stand-in)
+        plan.shapes, plan.eval_shapes = [args.shape], [args.shape]
+        plan.mfu_shapes = []
+    for key in ("steps", "batch_size", "eval_examples", "new_tokens"):
+        if getattr(args, key) is not None:
+            setattr(plan, key, getattr(args, key))
+    return plan
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    _quiet()
+    plan = make_plan(args)
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible; run on a GPU machine or use --device cpu")
+    base_job = {"device": device, "seed": 0, "data": str(args.data), "tokenizer": str(args.tokenizer),
+                "batch_size": plan.batch_size, "steps": plan.steps, "warmup_steps": plan.warmup_steps}
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    print(f"machine: {machine(device)}", flush=True)
+    print(f"plan: {asdict(plan)}", flush=True)
+    peak = matmul_peak(device, size=256 if args.shape == "tiny" else None)
+    print(f"matmul peak ({peak['dtype']}, {peak['size']}^2, {peak['threads']} threads): {peak['gflops']:.1f} GFLOP/s", flush=True)
+
+    train: dict[tuple[str, str, str], dict[str, Any]] = {}
+    jobs = [(s, m, r) for s in plan.shapes for m in ("full", "lora") for r in ("notebook", "dialogtune")]
+    jobs += [(s, "full", "dialogtune") for s in plan.mfu_shapes]
+    for shape, method, recipe in jobs:
+        started = time.perf_counter()
+        result = spawn({**base_job, "kind": "train", "shape": shape, "method": method, "recipe": recipe}, args.in_process)
+        train[(shape, method, recipe)] = result
+        print(f"  train {shape:5s} {method:4s} {recipe:10s} {result['tokens_per_s']:9.1f} tok/s  "
+              f"{result['step_s']:7.2f} s/step  peak {result['peak_rss_bytes'] / 2**20:7.0f} MiB  "
+              f"({time.perf_counter() - started:.0f} s wall)", flush=True)
+
+    evals = []
+    for shape in plan.eval_shapes:
+        started = time.perf_counter()
+        job = {**base_job, "kind": "eval", "shape": shape, "eval_examples": plan.eval_examples,
+               "eval_batch_size": plan.eval_batch_size, "new_tokens": plan.new_tokens}
+        evals.append(spawn(job, args.in_process))
+        print(f"  eval  {shape:5s} done ({time.perf_counter() - started:.0f} s wall)", flush=True)
+
+    report = assemble(peak, plan, train, evals, device)
+    print_report(report)
+    return report
+
+
+def assemble(peak: dict[str, Any], plan: Plan, train: dict, evals: list[dict], device: str) -> dict[str, Any]:
+    """The JSON contract: ratios are dialogtune / notebook for every figure."""
+    peak_flops = peak["gflops"] * 1e9
+    rows = []
+    for (shape, method, recipe), ours in train.items():
+        if recipe != "dialogtune":
+            continue
+        base = train.get((shape, method, "notebook"))
+        row: dict[str, Any] = {
+            "shape": SHAPES[shape].name,
+            "method": method,
+            "batch_size": ours["batch_size"],
+            "steps": ours["steps"],
+            "tokens_per_s": ours["tokens_per_s"],
+            "examples_per_s": ours["examples_per_s"],
+            "step_s": ours["step_s"],
+            "peak_rss_bytes": ours["peak_rss_bytes"],
+            "model_gflops_per_s": ours["useful_flops_per_s"] / 1e9,
+            "mfu": ours["useful_flops_per_s"] / peak_flops,
+            "trainable_params": ours["trainable_params"],
+            "total_params": ours["total_params"],
+        }
+        if base:
+            row.update({
+                "baseline_tokens_per_s": base["tokens_per_s"],
+                "baseline_examples_per_s": base["examples_per_s"],
+                "baseline_step_s": base["step_s"],
+                "baseline_peak_rss_bytes": base["peak_rss_bytes"],
+                "baseline_mfu": base["useful_flops_per_s"] / peak_flops,
+                "ratio": _ratio(ours["tokens_per_s"], base["tokens_per_s"]),
+                "examples_ratio": _ratio(ours["examples_per_s"], base["examples_per_s"]),
+                "step_time_ratio": _ratio(base["step_s"], ours["step_s"]),  # > 1: our steps are faster
+                "peak_rss_ratio": _ratio(ours["peak_rss_bytes"], base["peak_rss_bytes"]),
+                # FLOPs the padded recipe executes / FLOPs ours executes, over the same examples: the
+                # speed-up that removing padding alone can give.
+                "flop_ratio": _ratio(base["executed_flops_all"], ours["executed_flops_all"]),
+            })
+            row["ratio_of_flop_ratio"] = _ratio(row["ratio"], row["flop_ratio"]) if row["flop_ratio"] else None
+        else:
+            row.update({k: None for k in ("baseline_tokens_per_s", "ratio", "flop_ratio")})
+        rows.append(row)
+    for row in rows:
+        if row["method"] == "lora":
+            full = next((r for r in rows if r["shape"] == row["shape"] and r["method"] == "full"), None)
+            row["peak_rss_vs_full"] = _ratio(row["peak_rss_bytes"], full["peak_rss_bytes"]) if full else None
+    eval_rows = []
+    for result in evals:
+        nb, ours = result["notebook"], result["dialogtune"]
+        eval_rows.append({
+            "shape": SHAPES[result["shape"]].name,
+            "examples": result["examples"],
+            "new_tokens": result["new_tokens"],
+            "baseline_summaries_per_s": nb["summaries_per_s"],
+            "summaries_per_s": ours["summaries_per_s"],
+            "ratio": _ratio(ours["summaries_per_s"], nb["summaries_per_s"]),
+            "baseline_generated_tokens_per_s": nb["generated_tokens_per_s"],
+            "generated_tokens_per_s": ours["generated_tokens_per_s"],
+            "identical_outputs": result["identical_outputs"],
+        })
+    return {
+        "matmul_peak_gflops": peak["gflops"],
+        "matmul_peak": peak,
+        "device": device,
+        "machine": machine(device),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "plan": asdict(plan),
+        "train": rows,
+        "eval": eval_rows,
+    }
+
+
+def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"\nmatmul peak: {report['matmul_peak_gflops']:.1f} GFLOP/s ({report['matmul_peak']['dtype']})")
+    print("\ntraining (ratio = dialogtune / notebook; tokens = non-pad source + real label tokens)")
+    head = (f"{'shape':14s} {'method':6s} {'nb tok/s':>9s} {'our tok/s':>9s} {'ratio':>6s} {'FLOP ratio':>10s} "
+            f"{'ratio/FLOP':>10s} {'ex/s ratio':>10s} {'step s (nb/ours)':>17s} {'MFU':>6s} {'peak MiB (nb/ours)':>19s} {'lora/full mem':>13s}")
+    print(head)
+    for r in report["train"]:
+        nb_rss = r.get("baseline_peak_rss_bytes")
+        print(f"{r['shape']:14s} {r['method']:6s} {_fmt(r['baseline_tokens_per_s'], '9.1f')} {r['tokens_per_s']:9.1f} "
+              f"{_fmt(r['ratio'], '5.2f', 'x')} {_fmt(r['flop_ratio'], '9.2f', 'x')} {_fmt(r.get('ratio_of_flop_ratio'), '9.0%')} "
+              f"{_fmt(r.get('examples_ratio'), '9.2f', 'x')} "
+              f"{_fmt(r.get('baseline_step_s'), '8.2f')}/{r['step_s']:<8.2f} {r['mfu']:6.1%} "
+              f"{_fmt(nb_rss / 2**20 if nb_rss else None, '9.0f')}/{r['peak_rss_bytes'] / 2**20:<9.0f} "
+              f"{_fmt(r.get('peak_rss_vs_full'), '12.0%')}")
+    print("\nevaluation (greedy, every summary exactly new_tokens long)")
+    print(f"{'shape':14s} {'n':>4s} {'tokens':>6s} {'nb sum/s':>9s} {'our sum/s':>9s} {'ratio':>6s} {'nb gen tok/s':>12s} {'our gen tok/s':>13s} {'same text':>9s}")
+    for r in report["eval"]:
+        print(f"{r['shape']:14s} {r['examples']:4d} {r['new_tokens']:6d} {r['baseline_summaries_per_s']:9.2f} "
+              f"{r['summaries_per_s']:9.2f} {_fmt(r['ratio'], '5.2f', 'x')} {r['baseline_generated_tokens_per_s']:12.1f} "
+              f"{r['generated_tokens_per_s']:13.1f} {r['identical_outputs']:>4d}/{r['examples']}")
+
+
+def machine(device: str) -> str:
+    """One line describing where the numbers came from."""
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, transformers {transformers.__version__}, " \
+           f"{torch.get_num_threads()} threads"
+    if device == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small shape + base-shape MFU, batch 4, 2 timed steps (<= 3 min on 2 idle cores)")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda trains in bf16 (see bench/gpu.sh)")
+    parser.add_argument("--steps", type=int, help="timed optimizer steps per training configuration (after 1 warm-up step)")
+    parser.add_argument("--batch-size", type=int, dest="batch_size", help="training batch size (both recipes)")
+    parser.add_argument("--eval-examples", type=int, dest="eval_examples", help="dialogues summarised per evaluation path")
+    parser.add_argument("--new-tokens", type=int, dest="new_tokens", help="tokens generated per summary (min = max)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DialogSum-format JSONL (fname, dialogue, summary)")
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="T5 tokenizer folder")
+    # For the tests: one tiny stand-in shape, run in this process so the whole benchmark takes seconds.
+    parser.add_argument("--shape", choices=list(SHAPES), help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", action="store_true", dest="in_process", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    args = parse_args(argv)
+    if args.worker:
+        worker(json.loads(args.worker))
+        return None
+    report = run_benchmark(args)
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""bench/bench_speed.py: fair stand-in models, FLOP accounting, the two recipes' batches, the JSON contract,
+and that the evaluation optimisations (batching, length sorting, LoRA merging) leave the text unchanged."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, shared_path
+
+SCRIPT = REPO / "bench" / "bench_speed.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_speed"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bench):
+    return bench.load_tokenizer(shared_path("t5-tokenizer"))
+
+
+@pytest.mark.parametrize("name, expected", [("small", 76_961_152), ("base", 247_577_856)])
+def test_stand_in_shapes_match_the_checkpoints(bench, name, expected):
+    from dialogtune.modeling import parameter_counts
+
+    model = bench.build_model(bench.SHAPES[name], device="meta")  # no weights allocated: fast
+    assert parameter_counts(model) == (expected, expected)
+    assert model.lm_head.weight is not model.shared.weight  # FLAN-T5 has its own lm_head
+    assert model.config.scale_decoder_outputs is False  # no tied-head rescaling, as in FLAN-T5
+    assert model.config.feed_forward_proj == "gated-gelu"
+
+
+def test_flop_counter(bench):
+    shape = bench.SHAPES["small"]
+    lengths = ([230, 180, 300], [40, 25, 60])
+    real = bench.batch_flops(shape, *lengths, "full")
+    # No padding: executed and useful FLOPs agree.
+    assert bench.batch_flops(shape, [200] * 3, [40] * 3, "full", padded=(200, 40)) == pytest.approx(
+        bench.batch_flops(shape, [200] * 3, [40] * 3, "full"))
+    # Padding to the batch maximum, and much more to 512, executes more.
+    assert bench.batch_flops(shape, *lengths, "full", padded=(300, 60)) / real > 1
+    # (Not 512/230-fold: the decoder and lm_head dominate, and 512 pads are far more than 40 real targets.)
+    assert bench.batch_flops(shape, *lengths, "full", padded=(512, 512)) / real > 4
+    # Full training is 3 x forward; LoRA skips the frozen weight gradients, so it sits between 2x and 3x.
+    forward = bench.flops(shape, 230, 40, train=False)
+    assert bench.flops(shape, 230, 40, "full") == pytest.approx(3 * forward)
+    assert 2 * forward < bench.flops(shape, 230, 40, "lora") < 3 * forward
+    # The forward pass is about 2 x parameters x tokens (embeddings are lookups, not matmuls).
+    matmul_params = shape.params - shape.vocab_size * shape.d_model  # all but the input embedding
+    assert bench.flops(shape, 1, 1, train=False) == pytest.approx(2 * matmul_params, rel=0.02)
+
+
+def test_notebook_batch_trains_on_pads_and_ours_does_not(bench, tokenizer):
+    from dialogtune.preprocess import collator, tokenize
+
+    prompts, summaries = bench.load_examples(4, shared_path("dialogsum", "dialogsum.dev.jsonl"))
+    rows = bench.notebook_dataset(tokenizer, prompts, summaries)
+    batch = bench.notebook_collator()([rows[i] for i in range(4)])
+    assert "attention_mask" not in batch
+    assert batch["input_ids"].shape == batch["labels"].shape == (4, 512)
+    assert (batch["labels"] == 0).any() and not (batch["labels"] == -100).any()
+
+    dataset, _ = tokenize(tokenizer, prompts, summaries, 512, 128)
+    model = bench.build_model(bench.SHAPES["tiny"])
+    ours = collator(tokenizer, model)([{k: dataset[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)])
+    assert (ours["labels"] == -100).any() and not (ours["labels"] == 0).any()
+    assert ours["attention_mask"].sum() == (ours["input_ids"] != 0).sum()
+    assert ours["input_ids"].shape[1] == max(len(ids) for ids in dataset["input_ids"]) < 512
+    # Both count the same real tokens, so throughput compares the same work.
+    assert (batch["input_ids"] > 0).sum() == (ours["input_ids"] > 0).sum()
+    assert (batch["labels"] > 0).sum() == (ours["labels"] > 0).sum()
+
+
+def test_quick_json_contract(bench, tmp_path):
+    shared_path("dialogsum", "dialogsum.dev.jsonl")
+    output = tmp_path / "bench.json"
+    bench.main(["--quick", "--shape", "tiny", "--in-process", "--steps", "1", "--batch-size", "1",
+                "--eval-examples", "2", "--new-tokens", "3", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["matmul_peak_gflops"] > 0
+    assert {(r["shape"], r["method"]) for r in report["train"]} == {("tiny", "full"), ("tiny", "lora")}
+    for row in report["train"]:
+        for key in ("baseline_tokens_per_s", "tokens_per_s", "ratio", "flop_ratio", "mfu", "peak_rss_bytes"):
+            assert isinstance(row[key], (int, float)) and row[key] > 0, key
+        assert row["flop_ratio"] > 1  # the notebook pads to 512
+    (row,) = report["eval"]
+    for key in ("baseline_summaries_per_s", "summaries_per_s", "ratio"):
+        assert row[key] > 0
+    assert row["shape"] == "tiny"
+
+
+# ------------------------------------------------------------------ the optimisations change nothing
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    return AutoModelForSeq2SeqLM.from_pretrained(tiny_model).eval(), AutoTokenizer.from_pretrained(tiny_model)
+
+
+def _prompts(n: int) -> list[str]:
+    from tests.conftest import corpus_rows
+
+    from dialogtune.prompts import PromptTemplate
+
+    template = PromptTemplate()
+    return [template.format(r["dialogue"]) for r in corpus_rows("test", n)]
+
+
+def test_batched_length_sorted_generation_equals_one_at_a_time(tiny):
+    from dialogtune.generate import generate, generation_config
+
+    model, tokenizer = tiny
+    prompts = _prompts(8)
+    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    assert len(set(lengths)) > 1  # the batch really is padded
+    config = generation_config({"max_new_tokens": 12, "num_beams": 1, "do_sample": False}, tokenizer)
+    batched = generate(model, tokenizer, prompts, config, batch_size=8, progress=False)
+    alone = [generate(model, tokenizer, [p], config, batch_size=1, progress=False)[0] for p in prompts]
+    assert batched == alone
+
+
+def test_merged_lora_generates_the_same_text(tiny):
+    from peft import LoraConfig, get_peft_model
+
+    from dialogtune.generate import generate, generation_config
+
+    model, tokenizer = tiny
+    # A fresh adapter is a no-op (B starts at zero); a non-zero init makes the comparison mean something.
+    torch.manual_seed(0)
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"], init_lora_weights=False))
+    lora.eval()
+    prompts = _prompts(6)
+    config = generation_config({"max_new_tokens": 12, "num_beams": 1, "do_sample": False}, tokenizer)
+    unmerged = generate(lora, tokenizer, prompts, config, batch_size=3, progress=False)
+    plain = generate(model, tokenizer, prompts, config, batch_size=3, progress=False)
+    merged = generate(copy.deepcopy(lora).merge_and_unload(), tokenizer, prompts, config, batch_size=3, progress=False)
+    assert unmerged != plain  # the adapter does change the output
+    assert merged == unmerged
