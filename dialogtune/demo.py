@@ -36,6 +36,8 @@ def demo_config(out: str | Path | None = None, quick: bool = False, overrides: d
                 tree[section].pop(key, None)
     if quick:
         apply_overrides(tree, QUICK)
+        for method_overrides in tree.get("run", {}).get("overrides", {}).values():
+            method_overrides.pop("training.max_steps", None)  # --quick caps every method
     apply_overrides(tree, overrides)
     if out is not None:
         tree["output"] = str(out)

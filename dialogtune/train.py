@@ -146,6 +146,7 @@ def fit(
     os.environ["TENSORBOARD_LOGGING_DIR"] = tensorboard_dir
     trainer = make_trainer(setup, config, folder)
     args = trainer.args
+    _reset_peak_memory()
     started = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -225,8 +226,28 @@ def _trim_log(path: Path, step: int) -> None:
         runs.write_text(path, "".join(line + "\n" for line in keep))
 
 
+def _reset_peak_memory() -> None:
+    """Start a fresh peak, so a run's figure is its own and not that of a run before it in this process."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        # Linux: writing 5 resets the resident-set high-water mark (VmHWM) of this process.
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
 def _peak_memory() -> int:
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    # Elsewhere ru_maxrss (KiB on Linux, bytes on macOS) is the peak of the whole process so far.
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

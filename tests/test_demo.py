@@ -1,0 +1,21 @@
+import json
+
+from dialogtune.cli import main
+from dialogtune.metrics import METRICS
+
+
+def test_quick_demo_runs_offline_and_writes_a_valid_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| original | original |" in printed and str(out / "report.html") in printed
+    report = json.loads((out / "report.json").read_text())
+    assert [r["method"] for r in report["runs"]] == ["original", "full", "lora"]
+    for run in report["runs"]:
+        assert set(run["rouge"]) == set(METRICS) and run["num_examples"] == 16
+        assert run["total_params"] > 1_000_000
+    original, full, lora = report["runs"]
+    assert lora["trainable_params"] / lora["total_params"] <= 0.05
+    assert lora["size_bytes"] <= 0.10 * full["size_bytes"]
+    assert json.loads((out / "lora" / "metadata.json").read_text())["model"] == "builtin:tiny-t5"
+    assert len(report["examples"]) == 2
