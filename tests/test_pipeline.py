@@ -128,3 +128,17 @@ def test_original_few_shot_prompts_carry_examples_from_the_train_split(tiny_mode
     assert metrics["shots"] == 2 and metrics["shots_used"] + metrics["shots_dropped"] == 2 * 8
     assert metrics["shots_used"] > 0 and sum(p.count("Summary: ") for p in seen) == len(seen) + metrics["shots_used"]
     assert json.loads((out / "metadata.json").read_text())["method"] == "original"
+
+
+def test_html_charts_are_well_formed_svg_with_ci_error_bars(finished_run):
+    import re
+    import xml.etree.ElementTree as ET
+
+    html = (finished_run / "report.html").read_text()
+    charts = [ET.fromstring(svg) for svg in re.findall(r"<svg.*?</svg>", html, flags=re.S)]
+    assert len(charts) == 2, "a ROUGE bar chart and a length histogram"
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [r for r in charts[0].iter(f"{ns}rect") if r.find(f"{ns}title") is not None]
+    assert len(bars) == 3 * 4, "one bar per run and metric"
+    assert len(list(charts[0].iter(f"{ns}line"))) == 3 * 4 + 1, "one CI error bar per bar, plus the axis"
+    assert len(list(charts[1].iter(f"{ns}polyline"))) == 3, "one length curve per run"
