@@ -75,6 +75,14 @@ def _split_of_file(path: Path) -> str:
     return stem
 
 
+def read_utf8(path: str | Path, what: str = "file") -> str:
+    """A text file's contents (gzip allowed), or one line saying it is missing or not UTF-8 and where."""
+    path = Path(path)
+    if not path.is_file():
+        raise DialogtuneError(f"{what} {path} does not exist; check the path")
+    return _decode(path)
+
+
 def _decode(path: Path) -> str:
     raw = path.read_bytes()
     if path.name.endswith(".gz"):

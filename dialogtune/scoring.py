@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune.config import DataConfig
-from dialogtune.data import load_split
+from dialogtune.data import load_split, read_utf8
 from dialogtune.errors import DialogtuneError
 from dialogtune.breakdowns import by_topic, degenerate_outputs
 from dialogtune.metrics import METRICS, parse_protocol, per_example_scores, rouge_summary
@@ -16,12 +16,7 @@ from dialogtune.metrics import METRICS, parse_protocol, per_example_scores, roug
 def read_predictions(path: str | Path) -> tuple[list[str], list[str] | None]:
     """(predictions, ids): JSONL with `id` and `prediction`, or plain text with one summary per line."""
     path = Path(path)
-    if not path.is_file():
-        raise DialogtuneError(f"predictions file {path} does not exist; check the path")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DialogtuneError(f"{path} is not UTF-8 (byte at offset {err.start}); re-save it as UTF-8") from None
+    text = read_utf8(path, "predictions file")
     if path.suffix == ".jsonl":
         predictions, ids = [], []
         for number, line in enumerate(text.splitlines(), start=1):

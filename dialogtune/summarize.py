@@ -8,19 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dialogtune.config import DataConfig, GENERATION_DEFAULTS
-from dialogtune.data import SUFFIXES, load_split
+from dialogtune.data import SUFFIXES, load_split, read_utf8
 from dialogtune.errors import DialogtuneError
 from dialogtune.generate import generate, generation_config
 from dialogtune.prompts import PromptTemplate
-
-
-def _read_text_file(path: Path) -> str:
-    if not path.is_file():
-        raise DialogtuneError(f"input file {path} does not exist; check the path")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DialogtuneError(f"{path} is not UTF-8 (byte at offset {err.start}); re-save it as UTF-8") from None
 
 
 def read_dialogues(text: str | None, file: str | None) -> tuple[list[str], list[str] | None]:
@@ -32,7 +23,7 @@ def read_dialogues(text: str | None, file: str | None) -> tuple[list[str], list[
         if path.name.endswith(SUFFIXES):
             records = load_split(DataConfig(dataset=str(path), loader="local"), "test", require_references=False)
             return [r["dialogue"] for r in records], [r["id"] for r in records]
-        text = _read_text_file(path)
+        text = read_utf8(path, "input file")
     elif text is None:
         if sys.stdin.isatty():
             raise DialogtuneError("no dialogue given; pass it as text, with --file, or on stdin")
