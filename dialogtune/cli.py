@@ -250,6 +250,12 @@ def _setup_logging(quiet: bool) -> None:
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
+    if quiet:
+        import warnings
+
+        transformers.utils.logging.disable_progress_bar()
+        # Library deprecation notices are for us, not for someone reading results.
+        warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:

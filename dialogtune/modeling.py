@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -266,4 +267,9 @@ def load_adapter(
             f"use the base it was trained on (see adapter_config.json)"
         ) from None
     model.eval()
-    return model.merge_and_unload() if merge else model
+    if not merge:
+        return model
+    with warnings.catch_warnings():
+        # FLAN-T5's lm_head is untied by design; peft's notice about it is noise here.
+        warnings.filterwarnings("ignore", message="Input and output embeddings are no longer tied")
+        return model.merge_and_unload()

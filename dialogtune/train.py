@@ -67,7 +67,9 @@ def precision() -> tuple[torch.dtype, dict[str, bool]]:
 
 def training_arguments(config: Config, folder: Path) -> Seq2SeqTrainingArguments:
     _, mixed = precision()
-    args = {**mixed, **config.training_args(), "output_dir": str(folder / runs.CHECKPOINTS)}
+    # Pinned memory only helps copies to a GPU; on CPU it just prints a warning every run.
+    pin = {"dataloader_pin_memory": torch.cuda.is_available()}
+    args = {**mixed, **pin, **config.training_args(), "output_dir": str(folder / runs.CHECKPOINTS)}
     report_to = args.get("report_to") or []
     if "tensorboard" in ([report_to] if isinstance(report_to, str) else report_to):
         try:
