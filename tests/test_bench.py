@@ -7,7 +7,6 @@ import copy
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch

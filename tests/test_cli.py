@@ -1,6 +1,5 @@
 """Bad input gives exit code 2 and one line on stderr, never a traceback."""
 
-import json
 import shutil
 import subprocess
 import sys

@@ -8,7 +8,6 @@ import yaml
 from conftest import FAST_TRAINING
 from dialogtune import evaluation
 from dialogtune.cli import main
-from dialogtune.config import load_config
 from dialogtune.metrics import METRICS
 from dialogtune.modeling import fingerprint, load_base
 

@@ -2,7 +2,6 @@
 run that was never interrupted: on CPU the weights and metrics.json must be identical."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

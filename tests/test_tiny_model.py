@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import dialogtune
-from dialogtune.corpus import SPLITS, generate_corpus, generate_examples
+from dialogtune.corpus import generate_corpus, generate_examples
 
 ASSET = Path(dialogtune.__file__).parent / "assets" / "tiny-t5"
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_tiny_t5.py"
