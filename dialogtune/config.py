@@ -342,12 +342,13 @@ def build_config(tree: dict[str, Any], source: str = "config") -> Config:
             problems.append(f"unknown config key `{key}`{_suggest(key, hints)}")
             continue
         annotation = hints[key]
-        if key in PASSTHROUGH:
-            if value is None:
-                value = {}
+        sectioned = key in PASSTHROUGH or dataclasses.is_dataclass(annotation)
+        if sectioned:
+            value = {} if value is None else value
             if not isinstance(value, dict):
                 problems.append(f"`{key}` must be a mapping of options, got {value!r}")
                 continue
+        if key in PASSTHROUGH:
             valid = _passthrough_fields(key)
             field_types = _passthrough_types(key) if value else {}
             for sub, sub_value in value.items():
@@ -362,12 +363,7 @@ def build_config(tree: dict[str, Any], source: str = "config") -> Config:
                     except DialogtuneError as err:
                         problems.append(str(err))
             kwargs[key] = dict(value)
-        elif dataclasses.is_dataclass(annotation):
-            if value is None:
-                value = {}
-            if not isinstance(value, dict):
-                problems.append(f"`{key}` must be a mapping of options, got {value!r}")
-                continue
+        elif sectioned:
             sub_hints = _hints(annotation)
             sub_kwargs = {}
             for sub, sub_value in value.items():

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
+from dialogtune.data import ASSETS
 from dialogtune.errors import DialogtuneError
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).parent / "assets"
 BUILTIN_MODELS = {"builtin:tiny-t5": ASSETS / "tiny-t5"}
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")

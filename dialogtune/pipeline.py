@@ -20,7 +20,7 @@ def _finished(folder: Path, config: Config, overwrite: bool) -> bool:
     """True if `folder` holds a finished run of exactly `config` (a rerun after a crash skips it)."""
     if overwrite or not (folder / runs.METRICS).exists():
         return False
-    if runs.is_run(folder) and runs.yaml_tree(folder / runs.CONFIG) == config.to_dict():
+    if runs.same_config(folder, config):
         return True
     raise DialogtuneError(
         f"{folder} already holds a finished run with other settings; choose another output or pass --overwrite"
@@ -45,8 +45,7 @@ def run_all(config: Config, output: str | Path | None = None, overwrite: bool = 
             # Evaluated first, on a freshly loaded base that no trainer or peft wrapper has touched.
             evaluate_original(method_config, folder, overwrite=overwrite, progress=progress)
         else:
-            if not (runs.is_run(folder) and runs.read_json(folder / runs.METADATA).get("status") == "trained"
-                    and runs.yaml_tree(folder / runs.CONFIG) == method_config.to_dict()):
+            if not (runs.status(folder) == "trained" and runs.same_config(folder, method_config)):
                 train(method_config, folder, overwrite=overwrite)
             evaluate_run(folder, progress=progress)
     return write_report(folders, output, config.report.num_examples, config.report.examples_seed)

@@ -132,8 +132,14 @@ def start_run(folder: str | Path, config: Config, prompt: PromptTemplate, overwr
     return folder
 
 
-def yaml_tree(path: str | Path) -> dict[str, Any]:
-    return read_yaml(path)
+def same_config(folder: str | Path, config: Config) -> bool:
+    """True if `folder` is a run made with exactly `config` (so a rerun may continue or keep it)."""
+    return is_run(folder) and read_yaml(Path(folder) / CONFIG) == config.to_dict()
+
+
+def status(folder: str | Path) -> str | None:
+    path = Path(folder) / METADATA
+    return read_json(path).get("status") if path.is_file() else None
 
 
 def update_metadata(folder: str | Path, **fields: Any) -> dict[str, Any]:

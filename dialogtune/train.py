@@ -18,7 +18,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallba
 
 from dialogtune import runs
 from dialogtune.checkpoints import CheckpointingTrainer, last_complete, prune
-from dialogtune.config import Config
+from dialogtune.config import Config, read_yaml
 from dialogtune.data import load_split
 from dialogtune.errors import DialogtuneError
 from dialogtune.modeling import apply_lora, describe_parameters, load_base, load_tokenizer, parameter_counts, size_on_disk
@@ -58,15 +58,16 @@ class JsonlLog(TrainerCallback):
                 )
 
 
-def precision() -> tuple[torch.dtype, dict[str, bool]]:
-    """bf16 where the hardware has it, fp32 otherwise; fp16 is refused in config validation (T5 overflows)."""
+def mixed_precision() -> dict[str, bool]:
+    """bf16 autocast where the hardware has it, fp32 otherwise; fp16 is refused in config validation
+    (T5 overflows). Weights stay fp32 either way."""
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.float32, {"bf16": True}
-    return torch.float32, {}
+        return {"bf16": True}
+    return {}
 
 
 def training_arguments(config: Config, folder: Path) -> Seq2SeqTrainingArguments:
-    _, mixed = precision()
+    mixed = mixed_precision()
     # Pinned memory only helps copies to a GPU; on CPU it just prints a warning every run.
     pin = {"dataloader_pin_memory": torch.cuda.is_available()}
     args = {**mixed, **pin, **config.training_args(), "output_dir": str(folder / runs.CHECKPOINTS)}
@@ -110,8 +111,7 @@ def prepare(config: Config) -> Setup:
         tokenizer, [p for p, _ in pairs], [s for _, s in pairs],
         config.data.max_source_length, config.data.max_target_length,
     )
-    dtype, _ = precision()
-    base = load_base(config.model, dtype=dtype)
+    base = load_base(config.model)
     model = apply_lora(base, config.lora_args()) if config.method == "lora" else base
     log.info(describe_parameters(model))
     return Setup(tokenizer, dataset, stats, base, model, template)
@@ -189,15 +189,15 @@ def resume_point(config: Config, folder: Path, overwrite: bool = False) -> Path 
     """The checkpoint an unfinished run in `folder` can continue from, if it was started with the same config."""
     if overwrite or not runs.is_run(folder) or (folder / runs.METRICS).exists():
         return None
-    if runs.read_json(folder / runs.METADATA).get("status") != "started":
+    if runs.status(folder) != "started":
         return None
     checkpoints = folder / runs.CHECKPOINTS
     prune(checkpoints, keep=None)  # a checkpoint the kill interrupted is never picked up
     checkpoint = last_complete(checkpoints)
     if checkpoint is None:
         return None
-    previous = runs.yaml_tree(folder / runs.CONFIG)
-    if previous != config.to_dict():
+    if not runs.same_config(folder, config):
+        previous = read_yaml(folder / runs.CONFIG)
         changed = sorted(k for k in set(previous) | set(config.to_dict()) if previous.get(k) != config.to_dict().get(k))
         raise DialogtuneError(
             f"{folder} holds an unfinished run with other settings ({', '.join(changed)}); rerun it with the same "

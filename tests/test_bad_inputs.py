@@ -59,21 +59,22 @@ def fails(capsys: pytest.CaptureFixture, argv: list[str], fragments: tuple[str, 
 # ---------------------------------------------------------------- fixtures
 
 
+def _trained(method: str, tiny_model: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bad-inputs") / method
+    argv = ["-q", "train", "--model", str(tiny_model), "--dataset", str(small_data), "--method", method, "--output", str(folder)]
+    assert main(argv + _flags(QUICK)) == 0
+    return folder
+
+
 @pytest.fixture(scope="module")
 def lora_run(tiny_model: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained (not evaluated) LoRA run folder; tests copy it before breaking it."""
-    folder = tmp_path_factory.mktemp("bad-inputs") / "lora"
-    argv = ["-q", "train", "--model", str(tiny_model), "--dataset", str(small_data), "--method", "lora", "--output", str(folder)]
-    assert main(argv + _flags(QUICK)) == 0
-    return folder
+    return _trained("lora", tiny_model, small_data, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def full_run(tiny_model: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("bad-inputs") / "full"
-    argv = ["-q", "train", "--model", str(tiny_model), "--dataset", str(small_data), "--method", "full", "--output", str(folder)]
-    assert main(argv + _flags(QUICK)) == 0
-    return folder
+    return _trained("full", tiny_model, small_data, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
