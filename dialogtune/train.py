@@ -27,6 +27,7 @@ from dialogtune.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
+SAVING = ".saving"  # staging folder for the final weights
 FIRST_LOSS_FACTOR = 2.0  # a first loss above this many times ln(vocab) is suspicious
 
 
@@ -156,10 +157,7 @@ def fit(
         if previous is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
     seconds = time.perf_counter() - started
-    # For LoRA this writes only adapter_model.safetensors + adapter_config.json: the base is not copied.
-    setup.model.save_pretrained(folder)
-    if config.method == "full":
-        setup.tokenizer.save_pretrained(folder)
+    _save_atomically(setup, config, folder)
     stats = setup.stats
     examples_seen = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
     if args.max_steps <= 0:
@@ -204,6 +202,21 @@ def resume_point(config: Config, folder: Path, overwrite: bool = False) -> Path 
             f"settings to resume from {checkpoint.name}, or pass --overwrite to start again"
         )
     return checkpoint
+
+
+def _save_atomically(setup: Setup, config: Config, folder: Path) -> None:
+    """Write the trained weights beside the run, then rename each file in: a kill never leaves half a file.
+
+    For LoRA this is only adapter_model.safetensors + adapter_config.json: the base is not copied.
+    """
+    staging = folder / SAVING
+    shutil.rmtree(staging, ignore_errors=True)
+    setup.model.save_pretrained(staging)
+    if config.method == "full":
+        setup.tokenizer.save_pretrained(staging)
+    for path in staging.iterdir():
+        os.replace(path, folder / path.name)
+    staging.rmdir()
 
 
 def train(config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> runs.Run:

@@ -46,6 +46,15 @@ def save(self, output_dir):
     return original(self, output_dir)
 Trainer._save_optimizer_and_scheduler = save
 """
+KILL_DURING_FINAL_SAVE = """
+from dialogtune import train
+original = train.os.replace
+def replace(src, dst):
+    original(src, dst)
+    if str(dst).endswith("adapter_config.json") or str(dst).endswith("adapter_model.safetensors"):
+        os.kill(os.getpid(), signal.SIGKILL)  # one file moved in, the other not
+train.os.replace = replace
+"""
 KILL_DURING_EVALUATION = """
 from dialogtune import evaluation
 original = evaluation.Partial.append
@@ -101,6 +110,18 @@ def test_killed_while_writing_a_checkpoint_never_uses_the_half_written_one(refer
     assert (out / "checkpoints" / "checkpoint-4" / MARKER).is_file(), "the older checkpoint was deleted too early"
     assert main(_argv(tiny_model, small_data, out) + ["--resume"]) == 0
     assert json.loads((out / "metadata.json").read_text())["resumed_from"].endswith("checkpoint-4")
+    assert main(_argv(tiny_model, small_data, out, "evaluate")) == 0
+    _same_result(out, reference)
+
+
+def test_killed_while_saving_the_final_weights_leaves_no_half_file(reference, tiny_model, small_data, tmp_path):
+    out = tmp_path / "run"
+    _killed(KILL_DURING_FINAL_SAVE, _argv(tiny_model, small_data, out))
+    assert json.loads((out / "metadata.json").read_text())["status"] == "started", "a half-saved run looks trained"
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (out / name).exists() or (out / ".saving" / name).is_file(), "a weights file was lost or torn"
+    assert main(_argv(tiny_model, small_data, out)) == 0  # resumes from checkpoint-8 and saves again
+    assert not (out / ".saving").exists()
     assert main(_argv(tiny_model, small_data, out, "evaluate")) == 0
     _same_result(out, reference)
 
