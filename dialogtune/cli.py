@@ -19,6 +19,7 @@ COMMON_FLAGS = {
     "method": "method",
     "output": "output",
     "seed": "seed",
+    "dropout": "dropout",
     "max_train_samples": "data.max_train_samples",
     "max_eval_samples": "data.max_eval_samples",
     "split": "evaluation.split",
@@ -40,6 +41,7 @@ def _common(parser: argparse.ArgumentParser, method: bool = True) -> None:
         parser.add_argument("--method", choices=["original", "full", "lora"])
     parser.add_argument("--output", help="output folder")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--dropout", type=float, help="the model's dropout while training (default: the checkpoint's)")
     parser.add_argument("--max-train-samples", type=int, dest="max_train_samples")
     parser.add_argument("--max-eval-samples", type=int, dest="max_eval_samples")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")

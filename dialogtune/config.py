@@ -107,6 +107,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 # LoRA trains far fewer weights from a zero start, so it wants a larger step than full fine-tuning.
 LEARNING_RATE_DEFAULTS = {"full": 3e-4, "lora": 1e-3, "original": 0.0}
+# LoRA's point is to fit where full fine-tuning does not. Its optimizer state is tiny, so activations
+# are most of its memory: recomputing them in the backward pass cuts LoRA's peak by more than half for
+# about a quarter more time (BENCHMARKS.md), and leaves the gradients unchanged (tests/test_train.py).
+METHOD_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {"lora": {"activation_checkpointing": True}}
 LORA_DEFAULTS: dict[str, Any] = {
     "r": 32,  # higher: more capacity and a bigger adapter
     "lora_alpha": 32,  # scale of the update is lora_alpha / r
@@ -129,6 +133,8 @@ class Config:
     """Hub id, a local model folder, or `builtin:tiny-t5`."""
     method: Literal["original", "full", "lora"] = "lora"
     seed: int = 42
+    dropout: float | None = None
+    """The base model's dropout rate while training (T5's `dropout_rate`); None keeps the checkpoint's (0.1 for FLAN-T5)."""
     output: str = "runs/dialogtune"
     """Run folder (train/evaluate) or the parent folder of all runs (run/demo)."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -145,7 +151,11 @@ class Config:
 
     def training_args(self) -> dict[str, Any]:
         """Trainer arguments: our defaults under the user's."""
-        defaults = {**TRAINING_DEFAULTS, "learning_rate": LEARNING_RATE_DEFAULTS[self.method]}
+        defaults = {
+            **TRAINING_DEFAULTS,
+            **METHOD_TRAINING_DEFAULTS.get(self.method, {}),
+            "learning_rate": LEARNING_RATE_DEFAULTS[self.method],
+        }
         return {**defaults, "seed": self.seed, **self.training}
 
     def lora_args(self) -> dict[str, Any]:
@@ -403,6 +413,8 @@ def validate(config: Config) -> list[str]:
             problems.append(f"`run.methods` has {name!r}; choose from {', '.join(METHODS)}")
     if "{dialogue}" not in config.prompt.template:
         problems.append("`prompt.template` has no `{dialogue}` placeholder; add one where the dialogue goes")
+    if config.dropout is not None and not 0 <= config.dropout < 1:
+        problems.append(f"`dropout` is {config.dropout!r}; use a value in [0, 1), or leave it unset for the checkpoint's")
     if config.prompt.shots < 0:
         problems.append(f"`prompt.shots` is {config.prompt.shots}; use 0 or more")
     for key in ("max_source_length", "max_target_length"):

@@ -120,10 +120,14 @@ def _local_weights(folder: Path, name: str, allow_pickle: bool) -> bool:
     return True
 
 
-def load_base(name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool | None = None) -> torch.nn.Module:
+def load_base(
+    name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool | None = None, dropout: float | None = None
+) -> torch.nn.Module:
     """A fresh copy of the base model. Callers that train get their own copy, so the original stays pristine.
 
     Only safetensors weights are read unless pickle is allowed (`allow_pickle`, or the CLI's --allow-pickle).
+    `dropout` replaces the checkpoint's dropout rate in every layer; the model's config keeps the
+    checkpoint's value, so a saved model is not silently changed for whoever trains it next.
     """
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
@@ -140,6 +144,14 @@ def load_base(name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool 
         raise DialogtuneError(
             f"{name} is a `{config.model_type}` model, not a sequence-to-sequence one; pass a T5 / FLAN-T5 model"
         )
+    original_dropout = getattr(config, "dropout_rate", None)
+    if dropout is not None:
+        if original_dropout is None:
+            raise DialogtuneError(
+                f"`dropout` is set, but {name} (`{config.model_type}`) has no `dropout_rate` to set; "
+                "leave `dropout` unset for this model"
+            )
+        config.dropout_rate = dropout  # read once, when the layers are built
     if Path(source).is_dir():
         use_safetensors: bool | None = not _local_weights(Path(source), name, allow)
     else:
@@ -152,6 +164,8 @@ def load_base(name: str, dtype: torch.dtype = torch.float32, allow_pickle: bool 
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = "" if allow else "; if it has only pickle weights (pytorch_model.bin) and you trust it, pass --allow-pickle"
         raise DialogtuneError(f"could not load model weights from {name} ({reason}){hint}") from None
+    if dropout is not None:
+        model.config.dropout_rate = original_dropout
     return model
 
 

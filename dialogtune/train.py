@@ -112,7 +112,7 @@ def prepare(config: Config) -> Setup:
         tokenizer, [p for p, _ in pairs], [s for _, s in pairs],
         config.data.max_source_length, config.data.max_target_length,
     )
-    base = load_base(config.model)
+    base = load_base(config.model, dropout=config.dropout)
     model = apply_lora(base, config.lora_args()) if config.method == "lora" else base
     log.info(describe_parameters(model))
     return Setup(tokenizer, dataset, stats, base, model, template)

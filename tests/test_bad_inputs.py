@@ -209,6 +209,7 @@ CONFIG_CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "max_source_length not whole": (["--data.max_source_length", "1.5"], ("`data.max_source_length` is 1.5", "whole number")),
     "negative learning rate": (["--training.learning_rate", "-1"], ("`training.learning_rate` is -1", "must be positive")),
     "lora.r zero": (["--lora.r", "0"], ("`lora.r` is 0", "positive whole number")),
+    "dropout of 1 or more": (["--dropout", "1.5"], ("`dropout` is 1.5", "[0, 1)")),
     "fp16 with T5": (["--training.fp16", "true"], ("training.fp16", "overflow", "bf16")),
     "lora target matching nothing": (["--lora.target_modules", "q,wi"], ("'wi' matches no module", "wi_0")),
     "template without placeholder": (["--prompt.template", "no placeholder"], ("`prompt.template`", "add one")),

@@ -102,6 +102,50 @@ def test_full_training_changes_weights_and_saves_a_loadable_model(tiny_model, sm
     assert fingerprint(load_base(str(tiny_model))) == before, "the base model folder was modified"
 
 
+def test_dropout_setting_reaches_every_layer_but_not_the_saved_config(tiny_model, small_data, tmp_path):
+    def rates(model):
+        layers = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+        attention = {m.dropout for m in model.modules() if type(m).__name__ == "T5Attention"}
+        return layers | attention
+
+    assert rates(load_base(str(tiny_model))) == {0.1}  # the checkpoint's rate when `dropout` is unset
+    off = load_base(str(tiny_model), dropout=0.0)
+    assert rates(off) == {0.0} and off.config.dropout_rate == 0.1
+    config = _config(tiny_model, small_data, tmp_path, "full", **{"dropout": 0.0, "training.max_steps": 2})
+    setup = prepare(config)
+    assert rates(setup.model) == {0.0}
+    run = fit(setup, config, config.output)
+    # Whoever fine-tunes the saved model next gets the checkpoint's dropout, not this run's choice.
+    assert json.loads((run.folder / "config.json").read_text())["dropout_rate"] == 0.1
+    assert read_run(run.folder).config.dropout == 0.0
+
+
+def _lora_adapter_after_training(tiny_model, small_data, tmp_path, **extra):
+    """LoRA (with dropout: the tiny model's 0.1 and LoRA's 0.05) for 3 steps; its adapter and how often one sublayer ran."""
+    config = _config(tiny_model, small_data, tmp_path, "lora", **{"lora.r": 4, "training.max_steps": 3, **extra})
+    setup = prepare(config)
+    calls = []
+    # A hook on the block itself runs outside the checkpoint; one on a sublayer sees the recomputation too.
+    setup.base.encoder.block[0].layer[0].register_forward_hook(lambda *args: calls.append(1))
+    fit(setup, config, config.output)
+    return {n: p.detach().clone() for n, p in setup.model.named_parameters() if "lora_" in n}, len(calls)
+
+
+def test_lora_recomputes_activations_by_default_and_trains_the_same_adapter(tiny_model, small_data, tmp_path):
+    assert load_config(None, {"method": "lora"}).training_args()["activation_checkpointing"] is True
+    assert "activation_checkpointing" not in load_config(None, {"method": "full"}).training_args()
+    recomputed, calls_on = _lora_adapter_after_training(tiny_model, small_data, tmp_path / "on")
+    kept, calls_off = _lora_adapter_after_training(
+        tiny_model, small_data, tmp_path / "off", **{"training.activation_checkpointing": False}
+    )
+    # Checkpointing runs each block's forward again in the backward pass...
+    assert calls_off == 3 and calls_on == 6
+    # ...with the same dropout masks (the RNG state is replayed), so the adapter is bit for bit the same.
+    assert recomputed.keys() == kept.keys() and recomputed
+    for name, tensor in kept.items():
+        assert torch.equal(recomputed[name], tensor), f"{name} differs with activation checkpointing"
+
+
 def test_batches_are_length_grouped_and_dynamically_padded(tiny_model, small_data, tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
