@@ -122,7 +122,8 @@ def test_dropout_setting_reaches_every_layer_but_not_the_saved_config(tiny_model
 
 def _lora_adapter_after_training(tiny_model, small_data, tmp_path, **extra):
     """LoRA (with dropout: the tiny model's 0.1 and LoRA's 0.05) for 3 steps; its adapter and how often one sublayer ran."""
-    config = _config(tiny_model, small_data, tmp_path, "lora", **{"lora.r": 4, "training.max_steps": 3, **extra})
+    settings = {"lora.r": 4, "lora.lora_dropout": 0.05, "training.max_steps": 3, **extra}
+    config = _config(tiny_model, small_data, tmp_path, "lora", **settings)
     setup = prepare(config)
     calls = []
     # A hook on the block itself runs outside the checkpoint; one on a sublayer sees the recomputation too.
