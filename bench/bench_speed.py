@@ -1,7 +1,8 @@
 """Training and evaluation speed: dialogtune's own paths vs the FLAN-T5 + DialogSum notebook recipe, side by side.
 
     .venv/bin/python bench/bench_speed.py --quick                       # ~3 min on 2 cores: flan-t5-small shape, every ratio
-    .venv/bin/python bench/bench_speed.py --output bench-cpu.json       # the full measurement (small + base shapes)
+    .venv/bin/python bench/bench_speed.py --output bench-cpu.json       # the full measurement: small compared, base MFU
+    .venv/bin/python bench/bench_speed.py --compare-base                # also the notebook at the base shape (> 24 GiB)
     bash bench/gpu.sh                                                   # the same on a CUDA GPU in bf16, under 8 minutes
 
 Two recipes train and evaluate the same randomly initialised FLAN-T5-shaped models (speed does not depend
@@ -13,9 +14,14 @@ number of optimizer steps:
     `generate` once per example on the padded 512-token input;
 (b) dialogtune: `dialogtune.preprocess.tokenize` + `collator` (per-batch padding, -100 label pads, attention
     masks), `Seq2SeqTrainer` built by `dialogtune.train.make_trainer` with our defaults
-    (train_sampling_strategy=group_by_length), and `dialogtune.generate.generate` (batched, length-sorted).
+    (train_sampling_strategy=group_by_length; activation checkpointing for LoRA), and
+    `dialogtune.generate.generate` (batched, length-sorted).
 
-Every training configuration runs in a fresh subprocess, so its peak resident memory is its own. Each
+Levers: dialogtune with one setting changed (dropout 0, LoRA without activation checkpointing), timed
+the same way, so each setting's cost is measured rather than assumed.
+
+Every job runs in its own process, forked from this one after the libraries are imported, so its peak
+resident memory is its own. Each
 trains 1 warm-up step (not timed) plus `--steps` timed steps. Throughput counts only real tokens (non-pad
 source tokens + real label tokens), which is the same work for both recipes, so the notebook's padding
 shows up as lower throughput. FLOP accounting is documented in `flops()` and BENCHMARKS.md.
@@ -45,6 +51,8 @@ DEFAULT_DATA = SHARED / "dialogsum" / "dialogsum.dev.jsonl"
 DEFAULT_TOKENIZER = SHARED / "t5-tokenizer"
 NOTEBOOK_LENGTH = 512  # the notebook pads inputs and labels to the tokenizer's model_max_length
 LORA_R = 32  # dialogtune's default LoRA rank on q and v; the issue's target configuration
+# The notebook's own LoraConfig (it also sets task_type=SEQ_2_SEQ_LM, which dialogtune.modeling.apply_lora sets).
+NOTEBOOK_LORA = {"r": 32, "lora_alpha": 32, "target_modules": ["q", "v"], "lora_dropout": 0.05, "bias": "none"}
 RESULT_PREFIX = "BENCH_RESULT "  # marks the worker's one JSON line on stdout
 
 
@@ -78,11 +86,15 @@ SHAPES = {
 # --------------------------------------------------------------------------------------------- models
 
 
-def t5_config(shape: Shape) -> Any:
-    """A T5Config with FLAN-T5's layout: gated-GELU feed-forward and an untied, unscaled lm_head."""
+def t5_config(shape: Shape, dropout: float | None = None) -> Any:
+    """A T5Config with FLAN-T5's layout: gated-GELU feed-forward and an untied, unscaled lm_head.
+
+    Dropout is FLAN-T5's 0.1 unless `dropout` replaces it, as dialogtune's `dropout` setting does.
+    """
     from transformers import T5Config
 
     return T5Config(
+        dropout_rate=0.1 if dropout is None else dropout,
         vocab_size=shape.vocab_size,
         d_model=shape.d_model,
         d_kv=shape.d_kv,
@@ -100,7 +112,7 @@ def t5_config(shape: Shape) -> Any:
     )
 
 
-def build_model(shape: Shape, device: str = "cpu", seed: int = 0) -> Any:
+def build_model(shape: Shape, device: str = "cpu", seed: int = 0, dropout: float | None = None) -> Any:
     """A randomly initialised model of `shape` with its own lm_head; asserts the real checkpoint's size.
 
     `device="meta"` builds it without allocating weights (for counting parameters in tests).
@@ -112,7 +124,7 @@ def build_model(shape: Shape, device: str = "cpu", seed: int = 0) -> Any:
 
     torch.manual_seed(seed)
     with torch.device(device):
-        model = T5ForConditionalGeneration(t5_config(shape))
+        model = T5ForConditionalGeneration(t5_config(shape, dropout))
         # FLAN-T5 checkpoints have a separate lm_head; without this the count is short by vocab x d_model.
         model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
     _, total = parameter_counts(model)
@@ -306,7 +318,9 @@ def _dialogtune_trainer(job: dict[str, Any], base: Any, model: Any, tokenizer: A
     from dialogtune.prompts import PromptTemplate
     from dialogtune.train import Setup, make_trainer
 
-    config = Config(method=job["method"], seed=job["seed"], data=DataConfig(), training=_train_args_common(job))
+    # A lever's settings (e.g. dropout 0, or activation checkpointing off) go through the config, as a user's would.
+    training = {**_train_args_common(job), **job.get("training", {})}
+    config = Config(method=job["method"], seed=job["seed"], dropout=job.get("dropout"), data=DataConfig(), training=training)
     dataset, stats = tokenize(tokenizer, prompts, summaries, config.data.max_source_length, config.data.max_target_length)
     setup = Setup(tokenizer, dataset, stats, base, model, PromptTemplate(config.prompt.template))
     return make_trainer(setup, config, folder)
@@ -323,8 +337,12 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
     tokenizer = load_tokenizer(Path(job["tokenizer"]))
     n = job["batch_size"] * (job["warmup_steps"] + job["steps"])  # exactly one epoch: both recipes see every example once
     prompts, summaries = load_examples(n, Path(job["data"]))
-    base = build_model(shape, seed=job["seed"])
-    model = apply_lora(base, Config(method="lora").lora_args()) if job["method"] == "lora" else base
+    base = build_model(shape, seed=job["seed"], dropout=job.get("dropout"))
+    if job["recipe"] == "notebook":
+        lora_args = NOTEBOOK_LORA
+    else:  # dialogtune's defaults, under a lever's settings
+        lora_args = Config(method="lora", lora=job.get("lora", {})).lora_args()
+    model = apply_lora(base, lora_args) if job["method"] == "lora" else base
     trainable, total = parameter_counts(model)
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         folder = Path(tmp)
@@ -418,6 +436,7 @@ def run_eval(job: dict[str, Any]) -> dict[str, Any]:
         return generate(model, tokenizer, batch, config, batch_size=job["eval_batch_size"], progress=False)
 
     results: dict[str, Any] = {"shape": job["shape"], "examples": len(prompts), "new_tokens": length}
+    results["flop_ratio"] = generation_flop_ratio(shape, tokenizer, prompts, length, job["eval_batch_size"])
     outputs = {}
     for name, fn in (("notebook", notebook), ("dialogtune", ours)):
         fn(prompts[:1])  # warm-up: first-call allocations and lazy initialisation are not timed
@@ -436,6 +455,22 @@ def run_eval(job: dict[str, Any]) -> dict[str, Any]:
     # tests/test_bench.py checks that batching, length sorting and LoRA merging change nothing.
     results["identical_outputs"] = sum(a == b for a, b in zip(outputs["notebook"], outputs["dialogtune"], strict=True))
     return results
+
+
+def generation_flop_ratio(shape: Shape, tokenizer: Any, prompts: list[str], new_tokens: int, batch_size: int) -> float:
+    """FLOPs the per-example loop executes / FLOPs dialogtune's batches execute, for the same summaries.
+
+    The loop encodes every dialogue at 512 tokens and decodes against 512 encoder states; dialogtune
+    encodes each length-sorted batch at its longest prompt. Decoding the same tokens costs the same
+    FLOPs in a batch of 1 or 16, so what batching buys beyond this ratio is memory traffic (the weights
+    are read once per step for the whole batch), not arithmetic.
+    """
+    from dialogtune.generate import batches
+
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=True, max_length=NOTEBOOK_LENGTH)["input_ids"]]
+    loop = len(prompts) * flops(shape, NOTEBOOK_LENGTH, new_tokens, train=False)
+    ours = sum(len(b) * flops(shape, max(lengths[i] for i in b), new_tokens, train=False) for b in batches(lengths, batch_size))
+    return loop / ours
 
 
 # ------------------------------------------------------------------------------------------ matmul peak
@@ -464,30 +499,90 @@ def matmul_peak(device: str, size: int | None = None, repeats: int = 8) -> dict[
 # ---------------------------------------------------------------------------------------- orchestration
 
 
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    if job["kind"] == "peak":
+        return matmul_peak(job["device"], size=job.get("size"))
+    return run_train(job) if job["kind"] == "train" else run_eval(job)
+
+
 def worker(job: dict[str, Any]) -> None:
     """Entry point of a fresh subprocess: run one job and print its result as one JSON line."""
     _quiet()
-    result = run_train(job) if job["kind"] == "train" else run_eval(job)
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print(RESULT_PREFIX + json.dumps(run_job(job)), flush=True)
 
 
 def _quiet() -> None:
     import logging
+    import warnings
 
     import torch
     import transformers
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     transformers.utils.logging.set_verbosity_error()
-    logging.getLogger("dialogtune").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # renamed-argument notices from transformers
+    # ERROR: random weights make the first-loss warning fire on every run; it means nothing here.
+    logging.getLogger("dialogtune").setLevel(logging.ERROR)
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     torch.set_num_threads(threads)  # the same thread count for every configuration and both recipes
 
 
+def preload() -> None:
+    """Import what every job needs once, in the parent, so each forked job starts in well under a second.
+
+    Nothing here runs a parallel region: a process must not fork after its OpenMP pool has started.
+    """
+    import importlib
+
+    for module in ("datasets", "peft", "dialogtune.generate", "dialogtune.train"):
+        importlib.import_module(module)
+    import transformers
+
+    for name in ("Trainer", "Seq2SeqTrainer", "T5ForConditionalGeneration", "GenerationConfig"):
+        getattr(transformers, name)  # transformers imports lazily: touching each name loads its module
+
+
 def spawn(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
-    """Run a job in a fresh Python process (per-configuration peak memory), or here for fast tests."""
+    """Run a job in its own process (so its peak memory is its own), or here for fast tests.
+
+    The process is forked from this one, which has only imported the libraries: a fresh interpreter
+    would spend ~6 s importing them for every job. Without fork (not Linux/macOS), a new interpreter runs it.
+    """
     if in_process:
-        return run_train(job) if job["kind"] == "train" else run_eval(job)
+        return run_job(job)
+    if not hasattr(os, "fork"):
+        return _spawn_interpreter(job)
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: run the job, hand back one JSON document, and leave without cleanup
+        os.close(read_fd)
+        code = 0
+        try:
+            _quiet()
+            payload = json.dumps({"result": run_job(job)})
+        except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
+            import traceback
+
+            payload, code = json.dumps({"error": traceback.format_exc()[-4000:]}), 1
+        with os.fdopen(write_fd, "w") as handle:
+            handle.write(payload)
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as handle:
+        payload = handle.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        answer = json.loads(payload)
+    except json.JSONDecodeError:
+        answer = {"error": f"the job's process ended with status {status} and no result (out of memory?)"}
+    if "error" in answer:
+        raise SystemExit(f"benchmark job {job} failed:\n{answer['error']}")
+    return answer["result"]
+
+
+def _spawn_interpreter(job: dict[str, Any]) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
@@ -496,6 +591,15 @@ def spawn(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
     raise SystemExit(f"benchmark job {job} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+# dialogtune settings measured against its defaults, on the small shape: what each costs or saves.
+LEVERS: list[tuple[str, str, dict[str, Any]]] = [
+    ("full", "dropout 0", {"dropout": 0.0}),
+    ("lora", "dropout 0", {"dropout": 0.0}),
+    ("lora", "lora_dropout 0.05 (the notebook's)", {"lora": {"lora_dropout": 0.05}}),
+    ("lora", "no activation checkpointing", {"training": {"activation_checkpointing": False}}),
+]
 
 
 @dataclass
@@ -511,20 +615,31 @@ class Plan:
     eval_examples: int
     eval_batch_size: int
     new_tokens: int
+    lever_shapes: list[str]  # shapes on which each of LEVERS is trained (dialogtune only)
+    mfu_steps: int | None = None  # timed steps for the MFU-only shapes (default: `steps`)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.quick:
-        # Sized for <= 3 minutes on 2 idle cores: one notebook step at batch 8 executes ~1.7 TFLOP at the
-        # small shape (every example is 512 + 512 tokens), so quick halves the batch and times 2 steps.
+        # Sized for <= 3 minutes on 2 idle cores. A notebook step executes every example at 512 + 512
+        # tokens (~0.2 TFLOP each at the small shape), so those steps dominate: quick halves the batch
+        # and times 2 steps; the base shape (MFU only) times 1.
         plan = Plan(["small"], ["base"], ["small"], steps=2, warmup_steps=1, batch_size=4,
-                    eval_examples=8, eval_batch_size=16, new_tokens=32)
-    else:
+                    eval_examples=8, eval_batch_size=16, new_tokens=32, lever_shapes=["small"], mfu_steps=1)
+    elif args.compare_base:
         plan = Plan(["small", "base"], [], ["small", "base"], steps=10, warmup_steps=1, batch_size=8,
-                    eval_examples=64, eval_batch_size=16, new_tokens=64)
+                    eval_examples=64, eval_batch_size=16, new_tokens=64, lever_shapes=["small"])
+    else:
+        # The notebook recipe at the base shape and batch 8 needs more memory than a 24 GiB machine has
+        # (8 x 512 x 32,128 logits and 512 x 512 attention maps in 36 attention blocks), and an hour of
+        # 2 cores: on CPU the base shape is trained by dialogtune only, for MFU. --compare-base adds it.
+        plan = Plan(["small"], ["base"], ["small", "base"], steps=10, warmup_steps=1, batch_size=8,
+                    eval_examples=64, eval_batch_size=16, new_tokens=64, lever_shapes=["small"])
     if args.shape:  # one shape for everything (the tests use the tiny stand-in)
-        plan.shapes, plan.eval_shapes = [args.shape], [args.shape]
+        plan.shapes, plan.eval_shapes, plan.lever_shapes = [args.shape], [args.shape], [args.shape]
         plan.mfu_shapes = []
+    if args.quick and not args.levers:
+        plan.lever_shapes = []  # they would take quick mode past 3 minutes; --levers adds them
     for key in ("steps", "batch_size", "eval_examples", "new_tokens"):
         if getattr(args, key) is not None:
             setattr(plan, key, getattr(args, key))
@@ -538,7 +653,11 @@ def _ratio(a: float, b: float) -> float | None:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     _quiet()
+    if not args.in_process:
+        preload()
     plan = make_plan(args)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -548,19 +667,29 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     print(f"machine: {machine(device)}", flush=True)
     print(f"plan: {asdict(plan)}", flush=True)
-    peak = matmul_peak(device, size=256 if args.shape == "tiny" else None)
+    # In its own process too: this one must not start a thread pool before it forks the jobs.
+    peak = spawn({"kind": "peak", "device": device, "size": 256 if args.shape == "tiny" else None}, args.in_process)
     print(f"matmul peak ({peak['dtype']}, {peak['size']}^2, {peak['threads']} threads): {peak['gflops']:.1f} GFLOP/s", flush=True)
 
-    train: dict[tuple[str, str, str], dict[str, Any]] = {}
-    jobs = [(s, m, r) for s in plan.shapes for m in ("full", "lora") for r in ("notebook", "dialogtune")]
-    jobs += [(s, "full", "dialogtune") for s in plan.mfu_shapes]
-    for shape, method, recipe in jobs:
+    def train_job(shape: str, method: str, recipe: str, label: str = "", **extra: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        result = spawn({**base_job, "kind": "train", "shape": shape, "method": method, "recipe": recipe}, args.in_process)
-        train[(shape, method, recipe)] = result
+        job = {**base_job, "kind": "train", "shape": shape, "method": method, "recipe": recipe, **extra}
+        result = spawn(job, args.in_process)
         print(f"  train {shape:5s} {method:4s} {recipe:10s} {result['tokens_per_s']:9.1f} tok/s  "
               f"{result['step_s']:7.2f} s/step  peak {result['peak_rss_bytes'] / 2**20:7.0f} MiB  "
-              f"({time.perf_counter() - started:.0f} s wall)", flush=True)
+              f"({time.perf_counter() - started:.0f} s wall){'  ' + label if label else ''}", flush=True)
+        return result
+
+    train: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for shape, method, recipe in [(s, m, r) for s in plan.shapes for m in ("full", "lora") for r in ("notebook", "dialogtune")]:
+        train[(shape, method, recipe)] = train_job(shape, method, recipe)
+    for shape in plan.mfu_shapes:
+        train[(shape, "full", "dialogtune")] = train_job(shape, "full", "dialogtune", steps=plan.mfu_steps or plan.steps)
+    levers = []
+    for shape in plan.lever_shapes:
+        for method, label, settings in LEVERS:
+            levers.append({"shape": shape, "method": method, "lever": label, "settings": settings,
+                           **train_job(shape, method, "dialogtune", label, **settings)})
 
     evals = []
     for shape in plan.eval_shapes:
@@ -570,12 +699,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         evals.append(spawn(job, args.in_process))
         print(f"  eval  {shape:5s} done ({time.perf_counter() - started:.0f} s wall)", flush=True)
 
-    report = assemble(peak, plan, train, evals, device)
+    report = assemble(peak, plan, train, evals, device, levers)
     print_report(report)
     return report
 
 
-def assemble(peak: dict[str, Any], plan: Plan, train: dict, evals: list[dict], device: str) -> dict[str, Any]:
+def assemble(peak: dict[str, Any], plan: Plan, train: dict, evals: list[dict], device: str, levers: list[dict] | None = None) -> dict[str, Any]:
     """The JSON contract: ratios are dialogtune / notebook for every figure."""
     peak_flops = peak["gflops"] * 1e9
     rows = []
@@ -630,9 +759,28 @@ def assemble(peak: dict[str, Any], plan: Plan, train: dict, evals: list[dict], d
             "baseline_summaries_per_s": nb["summaries_per_s"],
             "summaries_per_s": ours["summaries_per_s"],
             "ratio": _ratio(ours["summaries_per_s"], nb["summaries_per_s"]),
+            "flop_ratio": result.get("flop_ratio"),
             "baseline_generated_tokens_per_s": nb["generated_tokens_per_s"],
             "generated_tokens_per_s": ours["generated_tokens_per_s"],
             "identical_outputs": result["identical_outputs"],
+        })
+    lever_rows = []
+    for lever in levers or []:
+        default = train.get((lever["shape"], lever["method"], "dialogtune"))
+        notebook = train.get((lever["shape"], lever["method"], "notebook"))
+        lever_rows.append({
+            "shape": SHAPES[lever["shape"]].name,
+            "method": lever["method"],
+            "lever": lever["lever"],
+            "settings": lever["settings"],
+            "tokens_per_s": lever["tokens_per_s"],
+            "step_s": lever["step_s"],
+            "peak_rss_bytes": lever["peak_rss_bytes"],
+            "mfu": lever["useful_flops_per_s"] / peak_flops,
+            # > 1: faster than dialogtune's default settings / than the notebook recipe.
+            "vs_default": _ratio(lever["tokens_per_s"], default["tokens_per_s"]) if default else None,
+            "peak_rss_vs_default": _ratio(lever["peak_rss_bytes"], default["peak_rss_bytes"]) if default else None,
+            "ratio": _ratio(lever["tokens_per_s"], notebook["tokens_per_s"]) if notebook else None,
         })
     return {
         "matmul_peak_gflops": peak["gflops"],
@@ -643,6 +791,7 @@ def assemble(peak: dict[str, Any], plan: Plan, train: dict, evals: list[dict], d
         "plan": asdict(plan),
         "train": rows,
         "eval": eval_rows,
+        "levers": lever_rows,
     }
 
 
@@ -664,11 +813,20 @@ def print_report(report: dict[str, Any]) -> None:
               f"{_fmt(r.get('baseline_step_s'), '8.2f')}/{r['step_s']:<8.2f} {r['mfu']:6.1%} "
               f"{_fmt(nb_rss / 2**20 if nb_rss else None, '9.0f')}/{r['peak_rss_bytes'] / 2**20:<9.0f} "
               f"{_fmt(r.get('peak_rss_vs_full'), '12.0%')}")
+    if report.get("levers"):
+        print("\nlevers (dialogtune with one setting changed; vs default = tokens/s against dialogtune's defaults)")
+        print(f"{'shape':14s} {'method':6s} {'lever':28s} {'tok/s':>8s} {'vs default':>10s} {'vs notebook':>11s} "
+              f"{'MFU':>6s} {'peak MiB':>9s} {'mem vs default':>14s}")
+        for r in report["levers"]:
+            print(f"{r['shape']:14s} {r['method']:6s} {r['lever']:28s} {r['tokens_per_s']:8.1f} "
+                  f"{_fmt(r['vs_default'], '9.2f', 'x')} {_fmt(r['ratio'], '10.2f', 'x')} {r['mfu']:6.1%} "
+                  f"{r['peak_rss_bytes'] / 2**20:9.0f} {_fmt(r['peak_rss_vs_default'], '13.0%')}")
     print("\nevaluation (greedy, every summary exactly new_tokens long)")
-    print(f"{'shape':14s} {'n':>4s} {'tokens':>6s} {'nb sum/s':>9s} {'our sum/s':>9s} {'ratio':>6s} {'nb gen tok/s':>12s} {'our gen tok/s':>13s} {'same text':>9s}")
+    print(f"{'shape':14s} {'n':>4s} {'tokens':>6s} {'nb sum/s':>9s} {'our sum/s':>9s} {'ratio':>6s} {'FLOP ratio':>10s} {'nb gen tok/s':>12s} {'our gen tok/s':>13s} {'same text':>9s}")
     for r in report["eval"]:
         print(f"{r['shape']:14s} {r['examples']:4d} {r['new_tokens']:6d} {r['baseline_summaries_per_s']:9.2f} "
-              f"{r['summaries_per_s']:9.2f} {_fmt(r['ratio'], '5.2f', 'x')} {r['baseline_generated_tokens_per_s']:12.1f} "
+              f"{r['summaries_per_s']:9.2f} {_fmt(r['ratio'], '5.2f', 'x')} {_fmt(r.get('flop_ratio'), '9.2f', 'x')} "
+              f"{r['baseline_generated_tokens_per_s']:12.1f} "
               f"{r['generated_tokens_per_s']:13.1f} {r['identical_outputs']:>4d}/{r['examples']}")
 
 
@@ -696,6 +854,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shape + base-shape MFU, batch 4, 2 timed steps (<= 3 min on 2 idle cores)")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--compare-base", action="store_true", dest="compare_base",
+                        help="also train the notebook recipe at the flan-t5-base shape (needs > 24 GiB on CPU; gpu.sh sets it)")
+    parser.add_argument("--levers", action="store_true", help="with --quick: also time the lever runs (dropout 0, no activation checkpointing)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda trains in bf16 (see bench/gpu.sh)")
     parser.add_argument("--steps", type=int, help="timed optimizer steps per training configuration (after 1 warm-up step)")
     parser.add_argument("--batch-size", type=int, dest="batch_size", help="training batch size (both recipes)")

@@ -26,4 +26,4 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 timeout --signal=INT --kill-after=20 480 \
-    "$PYTHON" bench/bench_speed.py --device cuda --eval-examples 32 --output "$OUT/bench-gpu.json" "$@" 2>&1 | tee "$OUT/bench-gpu.log"
+    "$PYTHON" bench/bench_speed.py --device cuda --compare-base --eval-examples 32 --output "$OUT/bench-gpu.json" "$@" 2>&1 | tee "$OUT/bench-gpu.log"

@@ -86,7 +86,7 @@ def test_quick_json_contract(bench, tmp_path):
     shared_path("dialogsum", "dialogsum.dev.jsonl")
     output = tmp_path / "bench.json"
     bench.main(["--quick", "--shape", "tiny", "--in-process", "--steps", "1", "--batch-size", "1",
-                "--eval-examples", "2", "--new-tokens", "3", "--output", str(output)])
+                "--eval-examples", "2", "--new-tokens", "3", "--levers", "--output", str(output)])
     report = json.loads(output.read_text())
     assert report["matmul_peak_gflops"] > 0
     assert {(r["shape"], r["method"]) for r in report["train"]} == {("tiny", "full"), ("tiny", "lora")}
@@ -94,10 +94,28 @@ def test_quick_json_contract(bench, tmp_path):
         for key in ("baseline_tokens_per_s", "tokens_per_s", "ratio", "flop_ratio", "mfu", "peak_rss_bytes"):
             assert isinstance(row[key], (int, float)) and row[key] > 0, key
         assert row["flop_ratio"] > 1  # the notebook pads to 512
+    levers = {(r["method"], r["lever"]): r for r in report["levers"]}
+    assert set(levers) == {("full", "dropout 0"), ("lora", "dropout 0"), ("lora", "lora_dropout 0.05 (the notebook's)"),
+                           ("lora", "no activation checkpointing")}
+    for row in levers.values():
+        assert row["tokens_per_s"] > 0 and row["vs_default"] > 0 and row["ratio"] > 0
     (row,) = report["eval"]
     for key in ("baseline_summaries_per_s", "summaries_per_s", "ratio"):
         assert row[key] > 0
+    assert row["flop_ratio"] > 1  # the loop encodes at 512
     assert row["shape"] == "tiny"
+
+
+def test_step_profile_accounts_for_the_whole_step(capsys):
+    shared_path("dialogsum", "dialogsum.dev.jsonl")
+    spec = importlib.util.spec_from_file_location("profile_step", REPO / "bench" / "profile_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shares = module.main(["--shape", "tiny", "--batch-size", "2"])
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["matmul (linear layers, lm_head)"] > 0 and shares["dropout masks (bernoulli)"] > 0
+    assert module.category("aten::addmm") == "matmul (linear layers, lm_head)"  # not "add"
+    assert "MFU of this step" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ the optimisations change nothing
