@@ -24,6 +24,8 @@ QUICK = {
 # Sized for the bundled corpus (short dialogues, short summaries); another dataset gets the defaults.
 CORPUS_SIZED = {"data": ("max_train_samples", "max_eval_samples", "max_source_length", "max_target_length"),
                 "generation": ("max_new_tokens",)}
+# Sized for the bundled tiny model, which needs no memory saving; a real model gets the defaults.
+MODEL_SIZED = {"training": ("activation_checkpointing",)}
 
 
 def demo_config(out: str | Path | None = None, quick: bool = False, overrides: dict[str, Any] | None = None) -> Config:
@@ -32,6 +34,10 @@ def demo_config(out: str | Path | None = None, quick: bool = False, overrides: d
     overrides = dict(overrides or {})
     if overrides.get("data.dataset", tree["data"]["dataset"]) != tree["data"]["dataset"]:
         for section, keys in CORPUS_SIZED.items():
+            for key in keys:
+                tree[section].pop(key, None)
+    if overrides.get("model", tree["model"]) != tree["model"]:
+        for section, keys in MODEL_SIZED.items():
             for key in keys:
                 tree[section].pop(key, None)
     if quick:

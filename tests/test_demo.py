@@ -19,3 +19,17 @@ def test_quick_demo_runs_offline_and_writes_a_valid_report(tmp_path, capsys):
     assert lora["size_bytes"] <= 0.10 * full["size_bytes"]
     assert json.loads((out / "lora" / "metadata.json").read_text())["model"] == "builtin:tiny-t5"
     assert len(report["examples"]) == 2
+
+
+def test_demo_with_another_model_or_dataset_drops_the_settings_sized_for_the_bundled_ones():
+    from dialogtune.demo import demo_config
+
+    bundled = demo_config()
+    assert bundled.data.max_source_length == 256 and bundled.generation["max_new_tokens"] == 96
+    assert bundled.training["activation_checkpointing"] is False
+    real_model = demo_config(overrides={"model": "google/flan-t5-base"})
+    assert "activation_checkpointing" not in real_model.training  # LoRA's memory-saving default applies
+    assert real_model.training_args()["activation_checkpointing"] is True
+    assert real_model.data.max_source_length == 256  # still the bundled corpus
+    real_data = demo_config(overrides={"data.dataset": "knkarthick/dialogsum"})
+    assert real_data.data.max_source_length == 512 and "max_new_tokens" not in real_data.generation
