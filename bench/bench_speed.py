@@ -35,7 +35,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +52,6 @@ NOTEBOOK_LENGTH = 512  # the notebook pads inputs and labels to the tokenizer's 
 LORA_R = 32  # dialogtune's default LoRA rank on q and v; the issue's target configuration
 # The notebook's own LoraConfig (it also sets task_type=SEQ_2_SEQ_LM, which dialogtune.modeling.apply_lora sets).
 NOTEBOOK_LORA = {"r": 32, "lora_alpha": 32, "target_modules": ["q", "v"], "lora_dropout": 0.05, "bias": "none"}
-RESULT_PREFIX = "BENCH_RESULT "  # marks the worker's one JSON line on stdout
 
 
 @dataclass(frozen=True)
@@ -279,12 +277,12 @@ class BatchLog:
 
 def _train_args_common(job: dict[str, Any]) -> dict[str, Any]:
     """Options both recipes share: same steps, batch, seed and learning rate; no checkpoints or log noise."""
-    from dialogtune.config import LEARNING_RATE_DEFAULTS
+    from dialogtune.config import METHOD_TRAINING_DEFAULTS
 
     common = {
         "per_device_train_batch_size": job["batch_size"],
         "max_steps": job["warmup_steps"] + job["steps"],
-        "learning_rate": LEARNING_RATE_DEFAULTS[job["method"]],
+        "learning_rate": METHOD_TRAINING_DEFAULTS[job["method"]]["learning_rate"],
         "save_strategy": "no",
         "logging_strategy": "no",
         "report_to": "none",
@@ -505,12 +503,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return run_train(job) if job["kind"] == "train" else run_eval(job)
 
 
-def worker(job: dict[str, Any]) -> None:
-    """Entry point of a fresh subprocess: run one job and print its result as one JSON line."""
-    _quiet()
-    print(RESULT_PREFIX + json.dumps(run_job(job)), flush=True)
-
-
 def _quiet() -> None:
     import logging
     import warnings
@@ -546,12 +538,11 @@ def spawn(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
     """Run a job in its own process (so its peak memory is its own), or here for fast tests.
 
     The process is forked from this one, which has only imported the libraries: a fresh interpreter
-    would spend ~6 s importing them for every job. Without fork (not Linux/macOS), a new interpreter runs it.
+    would spend ~6 s importing them for every job. (The benchmark needs Linux or macOS: fork, and
+    `resource` for peak memory.)
     """
     if in_process:
         return run_job(job)
-    if not hasattr(os, "fork"):
-        return _spawn_interpreter(job)
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -580,17 +571,6 @@ def spawn(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
     if "error" in answer:
         raise SystemExit(f"benchmark job {job} failed:\n{answer['error']}")
     return answer["result"]
-
-
-def _spawn_interpreter(job: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    raise SystemExit(f"benchmark job {job} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
 # dialogtune settings measured against its defaults, on the small shape: what each costs or saves.
@@ -868,15 +848,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # For the tests: one tiny stand-in shape, run in this process so the whole benchmark takes seconds.
     parser.add_argument("--shape", choices=list(SHAPES), help=argparse.SUPPRESS)
     parser.add_argument("--in-process", action="store_true", dest="in_process", help=argparse.SUPPRESS)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.worker:
-        worker(json.loads(args.worker))
-        return None
     report = run_benchmark(args)
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

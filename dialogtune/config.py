@@ -105,12 +105,20 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "train_sampling_strategy": "group_by_length",
     "dataloader_num_workers": 0,
 }
-# LoRA trains far fewer weights from a zero start, so it wants a larger step than full fine-tuning.
-LEARNING_RATE_DEFAULTS = {"full": 3e-4, "lora": 1e-3, "original": 0.0}
-# LoRA's point is to fit where full fine-tuning does not. Its optimizer state is tiny, so activations
-# are most of its memory: recomputing them in the backward pass cut LoRA's peak from 4,705 to 1,741 MiB
-# at batch 8 for 25% fewer tokens/s (BENCHMARKS.md), and leaves the gradients unchanged (tests/test_train.py).
-METHOD_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {"lora": {"activation_checkpointing": True}}
+# Trainer defaults that differ by method, under the user's `training` settings.
+METHOD_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "full": {"learning_rate": 3e-4},
+    "lora": {
+        # LoRA trains far fewer weights from a zero start, so it wants a larger step than full fine-tuning.
+        "learning_rate": 1e-3,
+        # LoRA's point is to fit where full fine-tuning does not. Its optimizer state is tiny, so
+        # activations are most of its memory: recomputing them in the backward pass cut LoRA's peak from
+        # 4,705 to 1,741 MiB at batch 8 for 25% fewer tokens/s (BENCHMARKS.md), and leaves the
+        # gradients unchanged (tests/test_train.py).
+        "activation_checkpointing": True,
+    },
+    "original": {"learning_rate": 0.0},
+}
 LORA_DEFAULTS: dict[str, Any] = {
     "r": 32,  # higher: more capacity and a bigger adapter
     "lora_alpha": 32,  # scale of the update is lora_alpha / r
@@ -154,11 +162,7 @@ class Config:
 
     def training_args(self) -> dict[str, Any]:
         """Trainer arguments: our defaults under the user's."""
-        defaults = {
-            **TRAINING_DEFAULTS,
-            **METHOD_TRAINING_DEFAULTS.get(self.method, {}),
-            "learning_rate": LEARNING_RATE_DEFAULTS[self.method],
-        }
+        defaults = {**TRAINING_DEFAULTS, **METHOD_TRAINING_DEFAULTS[self.method]}
         return {**defaults, "seed": self.seed, **self.training}
 
     def lora_args(self) -> dict[str, Any]:

@@ -32,12 +32,13 @@ def demo_config(out: str | Path | None = None, quick: bool = False, overrides: d
     """The bundled demo recipe, with `--quick` and the user's overrides on top."""
     tree = read_yaml(DEMO_RECIPE)
     overrides = dict(overrides or {})
+    replaced = []  # settings sized for what the user swapped out go back to the defaults
     if overrides.get("data.dataset", tree["data"]["dataset"]) != tree["data"]["dataset"]:
-        for section, keys in CORPUS_SIZED.items():
-            for key in keys:
-                tree[section].pop(key, None)
+        replaced.append(CORPUS_SIZED)
     if overrides.get("model", tree["model"]) != tree["model"]:
-        for section, keys in MODEL_SIZED.items():
+        replaced.append(MODEL_SIZED)
+    for sized in replaced:
+        for section, keys in sized.items():
             for key in keys:
                 tree[section].pop(key, None)
     if quick:
