@@ -243,6 +243,27 @@ def rouge_summary(
         n_resamples=n_resamples,
         seed=seed,
     )
-    summary["gen_len"] = float(np.mean([len(p.split()) for p in predictions]))
-    summary["ref_len"] = float(np.mean([np.mean([len(r.split()) for r in refs]) for refs in selected]))
+    summary.update(_lengths(predictions, selected))
     return summary
+
+
+def output_lengths(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    protocol: str = "mean",
+    reference_names: Sequence[Sequence[str]] | None = None,
+) -> dict[str, float]:
+    """``{"gen_len", "ref_len"}`` exactly as :func:`rouge_summary` reports them, without scoring anything.
+
+    With :func:`per_example_scores` and :func:`rouge_summary_from_scores` this rebuilds ``rouge_summary``'s
+    dict for a caller that also needs the per-example scores, so ROUGE is computed once.
+    """
+    _, selected = _select_references(predictions, references, protocol, reference_names)
+    return _lengths(predictions, selected)
+
+
+def _lengths(predictions: Sequence[str], selected: list[list[str]]) -> dict[str, float]:
+    return {
+        "gen_len": float(np.mean([len(p.split()) for p in predictions])),
+        "ref_len": float(np.mean([np.mean([len(r.split()) for r in refs]) for refs in selected])),
+    }

@@ -10,7 +10,7 @@ from dialogtune.config import DataConfig
 from dialogtune.data import load_split, read_utf8
 from dialogtune.errors import DialogtuneError
 from dialogtune.breakdowns import by_topic, degenerate_outputs
-from dialogtune.metrics import METRICS, parse_protocol, per_example_scores, rouge_summary
+from dialogtune.metrics import METRICS, output_lengths, parse_protocol, per_example_scores, rouge_summary_from_scores
 
 
 def read_predictions(path: str | Path) -> tuple[list[str], list[str] | None]:
@@ -86,13 +86,16 @@ def score_files(
                 f"{predictions_path} has no prediction for {len(missing)} ids, e.g. {missing[0]}; predict every dialogue"
             )
         predictions = [by_id[r["id"]] for r in records]
+    references = [r["references"] for r in records]
+    reference_names = [r["reference_names"] for r in records]
     try:
-        result = rouge_summary(
-            predictions, [r["references"] for r in records], protocol, [r["reference_names"] for r in records], resamples, seed
-        )
+        # Per-example scores once, for both the summary and the topic breakdown; the result is the same
+        # dict metrics.rouge_summary returns.
+        scores = per_example_scores(predictions, references, protocol, reference_names)
+        result = rouge_summary_from_scores(scores, protocol, resamples, seed)
+        result.update(output_lengths(predictions, references, protocol, reference_names))
     except ValueError as err:
         raise DialogtuneError(str(err).splitlines()[0]) from None
-    scores = per_example_scores(predictions, [r["references"] for r in records], protocol, [r["reference_names"] for r in records])
     result["predictions_from"] = f"field:{prediction_field}" if prediction_field else str(predictions_path)
     result["references"] = str(references_path)
     result["by_topic"] = by_topic(scores["rouge1"], [r["topic"] or "(none)" for r in records])
@@ -101,6 +104,7 @@ def score_files(
 
 
 def score_table(result: dict[str, Any]) -> str:
+    """The score result as plain-text lines for the terminal: one metric per line with its CI."""
     lines = [f"protocol {result['protocol']}, {result['num_examples']} examples (points, 95% bootstrap CI)"]
     for m in METRICS:
         r = result["rouge"][m]

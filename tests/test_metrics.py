@@ -11,6 +11,7 @@ from rouge_score import rouge_scorer
 
 from dialogtune.metrics import (
     METRICS,
+    output_lengths,
     parse_protocol,
     per_example_scores,
     rouge_summary,
@@ -202,6 +203,17 @@ def test_rouge_summary_field_counts_only_the_named_reference_length():
     summary = rouge_summary([PRED], [[REF_A, REF_B]], protocol="field:B", reference_names=NAMES, n_resamples=50)
     assert summary["ref_len"] == 3
     assert summary["rouge"]["rouge1"]["score"] == pytest.approx(200 / 3)
+
+
+@pytest.mark.parametrize("protocol", ["mean", "max", "field:B"])
+def test_rouge_summary_is_summary_from_scores_plus_output_lengths(protocol):
+    preds = [PRED, "a dog ran in the park"]
+    refs = [[REF_A, REF_B], ["a dog ran in the park", "the cat sat"]]
+    names = NAMES * 2
+    rebuilt = rouge_summary_from_scores(per_example_scores(preds, refs, protocol, names), protocol, n_resamples=100, seed=2)
+    rebuilt.update(output_lengths(preds, refs, protocol, names))
+    assert rebuilt == rouge_summary(preds, refs, protocol, names, n_resamples=100, seed=2)
+    assert list(rebuilt) == list(rouge_summary(preds, refs, protocol, names, n_resamples=100, seed=2))
 
 
 def test_rouge_summary_from_scores_rejects_bad_input():

@@ -85,3 +85,25 @@ def test_real_dialogsum_summary1_against_summary2_and_3(tmp_path, capsys):
     assert 40 < result["rouge"]["rouge1"]["score"] < 65
     assert result["rouge"]["rouge1"]["ci_high"] - result["rouge"]["rouge1"]["ci_low"] < 5
     assert result["by_topic"] and result["degenerate"]["empty"]["count"] == 0
+
+
+@pytest.mark.parametrize("protocol", ["mean", "max", "field:summary2"])
+def test_scores_match_rouge_summary_exactly(refs, tmp_path, protocol):
+    from dialogtune.config import DataConfig
+    from dialogtune.data import load_split
+    from dialogtune.metrics import rouge_summary
+    from dialogtune.scoring import score_files
+
+    preds = tmp_path / "p.txt"
+    preds.write_text("Tom says hello to someone.\nA room is booked.\n")
+    records = load_split(DataConfig(dataset=str(refs), loader="local"), "test")
+    expected = rouge_summary(
+        ["Tom says hello to someone.", "A room is booked."],
+        [r["references"] for r in records],
+        protocol,
+        [r["reference_names"] for r in records],
+        n_resamples=300,
+        seed=3,
+    )
+    result = score_files(preds, refs, protocol=protocol, resamples=300, seed=3)
+    assert {key: result[key] for key in expected} == expected  # same CIs from the same seed, same lengths
