@@ -4,7 +4,7 @@
     .venv/bin/python bench/profile_step.py --shape small --dropout 0       # a lever's effect, op by op
 
 It runs dialogtune's own batch (dynamic padding, -100 label pads) through the FLAN-T5-shaped stand-in of
-bench_speed.py, with the Trainer's default optimizer (fused AdamW) and gradient clipping, warms up one
+recipes.py, with the Trainer's default optimizer (fused AdamW) and gradient clipping, warms up one
 step, then profiles the next with torch.profiler and sums self time per category. MFU is bounded by the
 share of the step spent in matmuls: if everything else took no time and the matmuls ran at the
 measured peak, MFU would be at most that share (times the matmuls' own efficiency).
@@ -19,7 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_speed as bench
+import measure  # noqa: E402
+import recipes  # noqa: E402
+from jobs import quiet  # noqa: E402
 
 # aten op name -> category; anything not listed is "other element-wise / bookkeeping".
 CATEGORIES = {
@@ -46,7 +48,7 @@ def category(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=list(bench.SHAPES), default="base")
+    parser.add_argument("--shape", choices=list(measure.SHAPES), default="base")
     parser.add_argument("--method", choices=["full", "lora"], default="full")
     parser.add_argument("--batch-size", type=int, default=4, dest="batch_size")
     parser.add_argument("--dropout", type=float, default=None, help="model dropout (default: FLAN-T5's 0.1)")
@@ -59,13 +61,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from dialogtune.modeling import apply_lora
     from dialogtune.preprocess import collator, tokenize
 
-    bench._quiet()
-    shape = bench.SHAPES[args.shape]
-    peak = bench.matmul_peak("cpu", size=256 if args.shape == "tiny" else None)["gflops"] * 1e9
-    tokenizer = bench.load_tokenizer()
-    prompts, summaries = bench.load_examples(2 * args.batch_size)
+    quiet()
+    shape = measure.SHAPES[args.shape]
+    peak = measure.matmul_peak("cpu", size=256 if args.shape == "tiny" else None)["gflops"] * 1e9
+    tokenizer = recipes.load_tokenizer()
+    prompts, summaries = recipes.load_examples(2 * args.batch_size)
     dataset, _ = tokenize(tokenizer, prompts, summaries, 512, 128)
-    base = bench.build_model(shape, dropout=args.dropout)
+    base = recipes.build_model(shape, dropout=args.dropout)
     model = apply_lora(base, Config(method="lora").lora_args()) if args.method == "lora" else base
     model.train()
     collate = collator(tokenizer, base)
@@ -90,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     profiled = sum(totals.values())
     src = (batch["input_ids"] != 0).sum(1).tolist()
     tgt = (batch["labels"] != -100).sum(1).tolist()
-    useful = bench.batch_flops(shape, src, tgt, args.method)
-    executed = bench.batch_flops(shape, src, tgt, args.method, padded=(batch["input_ids"].shape[1], batch["labels"].shape[1]))
+    useful = measure.batch_flops(shape, src, tgt, args.method)
+    executed = measure.batch_flops(shape, src, tgt, args.method, padded=(batch["input_ids"].shape[1], batch["labels"].shape[1]))
     matmul_s = totals["matmul (linear layers, lm_head)"] + totals["attention kernels"]
     print(f"{shape.name} {args.method}, batch {args.batch_size} padded to {tuple(batch['input_ids'].shape)} / "
           f"{tuple(batch['labels'].shape)}, dropout {0.1 if args.dropout is None else args.dropout}, "

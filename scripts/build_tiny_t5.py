@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dialogtune.corpus import Example, generate_examples  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling corpus generator, also when loaded by path
+from build_corpus import Example, generate_examples  # noqa: E402
 
 SUMMARY_PROMPT = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "  # tokenizer only
 TOPIC_PROMPT = "What is the topic of the following conversation?\n\n{dialogue}\n\nTopic: "

@@ -1,4 +1,4 @@
-"""bench/bench_speed.py: fair stand-in models, FLOP accounting, the two recipes' batches, the JSON contract,
+"""bench/bench_speed.py and its modules: fair stand-in models, FLOP accounting, the two recipes' batches, the JSON contract,
 and that the evaluation optimisations (batching, length sorting, LoRA merging) leave the text unchanged."""
 
 from __future__ import annotations
@@ -13,66 +13,61 @@ import torch
 
 from tests.conftest import REPO, shared_path
 
-SCRIPT = REPO / "bench" / "bench_speed.py"
+# bench/ is a folder of scripts that import each other as siblings, so it goes on the path as they expect.
+sys.path.insert(0, str(REPO / "bench"))
+import bench_speed  # noqa: E402
+import measure  # noqa: E402
+import recipes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speed"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tokenizer(bench):
-    return bench.load_tokenizer(shared_path("t5-tokenizer"))
+def tokenizer():
+    return recipes.load_tokenizer(shared_path("t5-tokenizer"))
 
 
 @pytest.mark.parametrize("name, expected", [("small", 76_961_152), ("base", 247_577_856)])
-def test_stand_in_shapes_match_the_checkpoints(bench, name, expected):
+def test_stand_in_shapes_match_the_checkpoints(name, expected):
     from dialogtune.modeling import parameter_counts
 
-    model = bench.build_model(bench.SHAPES[name], device="meta")  # no weights allocated: fast
+    model = recipes.build_model(measure.SHAPES[name], device="meta")  # no weights allocated: fast
     assert parameter_counts(model) == (expected, expected)
     assert model.lm_head.weight is not model.shared.weight  # FLAN-T5 has its own lm_head
     assert model.config.scale_decoder_outputs is False  # no tied-head rescaling, as in FLAN-T5
     assert model.config.feed_forward_proj == "gated-gelu"
 
 
-def test_flop_counter(bench):
-    shape = bench.SHAPES["small"]
+def test_flop_counter():
+    shape = measure.SHAPES["small"]
     lengths = ([230, 180, 300], [40, 25, 60])
-    real = bench.batch_flops(shape, *lengths, "full")
+    real = measure.batch_flops(shape, *lengths, "full")
     # No padding: executed and useful FLOPs agree.
-    assert bench.batch_flops(shape, [200] * 3, [40] * 3, "full", padded=(200, 40)) == pytest.approx(
-        bench.batch_flops(shape, [200] * 3, [40] * 3, "full"))
+    assert measure.batch_flops(shape, [200] * 3, [40] * 3, "full", padded=(200, 40)) == pytest.approx(
+        measure.batch_flops(shape, [200] * 3, [40] * 3, "full"))
     # Padding to the batch maximum, and much more to 512, executes more.
-    assert bench.batch_flops(shape, *lengths, "full", padded=(300, 60)) / real > 1
+    assert measure.batch_flops(shape, *lengths, "full", padded=(300, 60)) / real > 1
     # (Not 512/230-fold: the decoder and lm_head dominate, and 512 pads are far more than 40 real targets.)
-    assert bench.batch_flops(shape, *lengths, "full", padded=(512, 512)) / real > 4
+    assert measure.batch_flops(shape, *lengths, "full", padded=(512, 512)) / real > 4
     # Full training is 3 x forward; LoRA skips the frozen weight gradients, so it sits between 2x and 3x.
-    forward = bench.flops(shape, 230, 40, train=False)
-    assert bench.flops(shape, 230, 40, "full") == pytest.approx(3 * forward)
-    assert 2 * forward < bench.flops(shape, 230, 40, "lora") < 3 * forward
+    forward = measure.flops(shape, 230, 40, train=False)
+    assert measure.flops(shape, 230, 40, "full") == pytest.approx(3 * forward)
+    assert 2 * forward < measure.flops(shape, 230, 40, "lora") < 3 * forward
     # The forward pass is about 2 x parameters x tokens (embeddings are lookups, not matmuls).
     matmul_params = shape.params - shape.vocab_size * shape.d_model  # all but the input embedding
-    assert bench.flops(shape, 1, 1, train=False) == pytest.approx(2 * matmul_params, rel=0.02)
+    assert measure.flops(shape, 1, 1, train=False) == pytest.approx(2 * matmul_params, rel=0.02)
 
 
-def test_notebook_batch_trains_on_pads_and_ours_does_not(bench, tokenizer):
+def test_notebook_batch_trains_on_pads_and_ours_does_not(tokenizer):
     from dialogtune.preprocess import collator, tokenize
 
-    prompts, summaries = bench.load_examples(4, shared_path("dialogsum", "dialogsum.dev.jsonl"))
-    rows = bench.notebook_dataset(tokenizer, prompts, summaries)
-    batch = bench.notebook_collator()([rows[i] for i in range(4)])
+    prompts, summaries = recipes.load_examples(4, shared_path("dialogsum", "dialogsum.dev.jsonl"))
+    rows = recipes.notebook_dataset(tokenizer, prompts, summaries)
+    batch = recipes.notebook_collator()([rows[i] for i in range(4)])
     assert "attention_mask" not in batch
     assert batch["input_ids"].shape == batch["labels"].shape == (4, 512)
     assert (batch["labels"] == 0).any() and not (batch["labels"] == -100).any()
 
     dataset, _ = tokenize(tokenizer, prompts, summaries, 512, 128)
-    model = bench.build_model(bench.SHAPES["tiny"])
+    model = recipes.build_model(measure.SHAPES["tiny"])
     ours = collator(tokenizer, model)([{k: dataset[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)])
     assert (ours["labels"] == -100).any() and not (ours["labels"] == 0).any()
     assert ours["attention_mask"].sum() == (ours["input_ids"] != 0).sum()
@@ -82,10 +77,10 @@ def test_notebook_batch_trains_on_pads_and_ours_does_not(bench, tokenizer):
     assert (batch["labels"] > 0).sum() == (ours["labels"] > 0).sum()
 
 
-def test_quick_json_contract(bench, tmp_path):
+def test_quick_json_contract(tmp_path):
     shared_path("dialogsum", "dialogsum.dev.jsonl")
     output = tmp_path / "bench.json"
-    bench.main(["--quick", "--shape", "tiny", "--in-process", "--steps", "1", "--batch-size", "1",
+    bench_speed.main(["--quick", "--shape", "tiny", "--in-process", "--steps", "1", "--batch-size", "1",
                 "--eval-examples", "2", "--new-tokens", "3", "--levers", "--output", str(output)])
     report = json.loads(output.read_text())
     assert report["matmul_peak_gflops"] > 0
@@ -138,7 +133,7 @@ def _prompts(n: int) -> list[str]:
 
 
 def test_batched_length_sorted_generation_equals_one_at_a_time(tiny):
-    from dialogtune.generate import generate, generation_config
+    from dialogtune.inference import generate, generation_config
 
     model, tokenizer = tiny
     prompts = _prompts(8)
@@ -153,7 +148,7 @@ def test_batched_length_sorted_generation_equals_one_at_a_time(tiny):
 def test_merged_lora_generates_the_same_text(tiny):
     from peft import LoraConfig, get_peft_model
 
-    from dialogtune.generate import generate, generation_config
+    from dialogtune.inference import generate, generation_config
 
     model, tokenizer = tiny
     # A fresh adapter is a no-op (B starts at zero); a non-zero init makes the comparison mean something.

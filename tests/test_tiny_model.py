@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,13 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import dialogtune
-from dialogtune.corpus import generate_corpus, generate_examples
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # the build-time corpus generator is not part of the package
+from build_corpus import generate_corpus, generate_examples  # noqa: E402
 
 ASSET = Path(dialogtune.__file__).parent / "assets" / "tiny-t5"
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_tiny_t5.py"
+SCRIPT = SCRIPTS / "build_tiny_t5.py"
 PROMPT = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
 
 

@@ -8,13 +8,17 @@ summarise it. Rows use the HF hub DialogSum layout: ``{"id", "dialogue", "summar
 The test split holds (family, name, item) combinations that never occur in train or validation, so
 a model that memorised training pairs cannot score well on it.
 
-Regenerate the committed files with::
+Build-time only (the package ships the files, not this generator). Regenerate the committed files with::
 
-    python -c "from dialogtune.corpus import write_corpus; write_corpus('dialogtune/assets/dialogs')"
+    python scripts/build_corpus.py --out dialogtune/assets/dialogs
+
+``scripts/build_tiny_t5.py`` and the tests import it from here. It is long because most of it is data
+written as code: the 22 families' phrasings, one function each, read top to bottom like a dialogue.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import random
@@ -151,9 +155,10 @@ class _Builder:
                        "No problem. Goodbye.", "You're welcome. See you.")
 
 
-# A family builder returns (turns, summary, slots) for one (name, item) pair.
-_Built = tuple[list[tuple[int, str]], str, dict[str, str]]
-Family = Callable[[random.Random, str, str], _Built]
+# A family scripts one dialogue for a (name, item) pair and returns its builder and summary;
+# generate_examples adds the optional small talk last, after the summary is written.
+Scripted = tuple[_Builder, str]
+Family = Callable[[random.Random, str, str], Scripted]
 FAMILIES: dict[str, tuple[str, list[str], Family]] = {}
 
 
@@ -168,7 +173,7 @@ def _family(name: str, topic: str, items: list[str]) -> Callable[[Family], Famil
 
 
 @_family("hotel", "hotel booking", ["single", "double", "twin", "family", "suite", "deluxe"])
-def _hotel(rng: random.Random, name: str, item: str) -> _Built:
+def _hotel(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, room=item, nights=rng.choice(COUNTS), day=rng.choice(DAYS),
              price=f"${rng.randrange(80, 260, 10)}", alt=f"${rng.randrange(60, 80, 5)}")
     b = _Builder(rng, s)
@@ -200,12 +205,11 @@ def _hotel(rng: random.Random, name: str, item: str) -> _Built:
             "{name} wants a {room} room for {nights} nights from {day}, but it costs {price} a night. {name} thinks it is too expensive and decides to look elsewhere.",
             "{name} asks #Person2# for a {room} room for {nights} nights from {day}. At {price} a night it is too expensive, so {name} doesn't book it.")
     b.close()
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("doctor", "doctor's visit", ["a headache", "a sore throat", "a cough", "back pain", "a fever", "a stomachache", "a rash"])
-def _doctor(rng: random.Random, name: str, item: str) -> _Built:
+def _doctor(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, symptom=item, days=rng.choice(COUNTS),
              medicine=rng.choice(["some tablets", "a cream", "some syrup", "an antibiotic"]),
              times=rng.choice(["twice", "three times", "once"]), back=rng.choice(DAYS))
@@ -226,12 +230,11 @@ def _doctor(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} has had {symptom} for {days} days. The doctor says it isn't serious, prescribes {medicine} {times} a day and asks {name} to come back on {back} if it doesn't improve.",
         "{name} visits the doctor because of {symptom} that started {days} days ago. #Person2# gives {name} {medicine} to take {times} a day and tells {name} to return on {back} if needed.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("interview", "job interview", ["sales manager", "accountant", "nurse", "web designer", "teacher", "chef", "driver"])
-def _interview(rng: random.Random, name: str, item: str) -> _Built:
+def _interview(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, job=item, ajob=("an " if item[0] in "aeiou" else "a ") + item, years=rng.choice(COUNTS), company=rng.choice(["Acme", "Globex", "Initech", "Northwind", "Umbrella", "Stark"]),
              salary=f"${rng.randrange(30, 90, 5)},000", start=rng.choice(DAYS))
     b = _Builder(rng, s)
@@ -258,12 +261,11 @@ def _interview(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "{name} interviews for the {job} position and describes {years} years of work at {company}. #Person2# will tell {name} the decision by {start}.",
             "In the interview for the {job} job, {name} talks about {years} years at {company}. #Person2# promises an answer by {start}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("shopping", "shopping", ["a sweater", "a pair of jeans", "a leather jacket", "a winter coat", "a dress", "a pair of boots", "a scarf"])
-def _shopping(rng: random.Random, name: str, item: str) -> _Built:
+def _shopping(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, thing=item, color=rng.choice(COLORS), size=rng.choice(["small", "medium", "large"]),
              price=f"${rng.randrange(20, 200, 5)}", other=rng.choice([c for c in COLORS]))
     b = _Builder(rng, s)
@@ -288,12 +290,11 @@ def _shopping(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "{name} looks for {thing} in {color}, size {size}, but thinks {price} is too expensive and doesn't buy it.",
             "{name} wants {thing} in {color}. It costs {price}, which is too much, so {name} leaves without it.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("directions", "asking directions", ["the post office", "the train station", "the museum", "the city library", "the nearest bank", "the hospital", "the bus stop"])
-def _directions(rng: random.Random, name: str, item: str) -> _Built:
+def _directions(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, place=item, street=rng.choice(["Main Street", "Oak Avenue", "Park Road", "King Street", "River Lane"]),
              turn=rng.choice(["left", "right"]), corner=rng.choice(["first", "second", "third"]), minutes=rng.choice(["five", "ten", "fifteen"]))
     b = _Builder(rng, s)
@@ -310,12 +311,11 @@ def _directions(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} asks #Person2# the way to {place}. #Person2# says to go along {street} and turn {turn} at the {corner} corner.",
         "{name} is new in town and looks for {place}. #Person2# explains the way: along {street}, then {turn} at the {corner} corner.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("restaurant", "ordering food", ["steak", "grilled salmon", "chicken curry", "vegetable pasta", "roast duck", "a cheeseburger", "seafood soup"])
-def _restaurant(rng: random.Random, name: str, item: str) -> _Built:
+def _restaurant(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, dish=item, drink=rng.choice(["orange juice", "red wine", "a cola", "sparkling water", "iced tea"]),
              side=rng.choice(["fries", "a salad", "rice", "mashed potatoes"]), dessert=rng.choice(["apple pie", "ice cream", "a cheesecake"]))
     b = _Builder(rng, s)
@@ -338,12 +338,11 @@ def _restaurant(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "{name} has a reservation and orders the {dish} with {side} and {drink}.",
             "At the restaurant, {name} orders {dish} with {side} and {drink} to drink.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("car", "car repair", ["the brakes", "the engine light", "a flat tire", "the air conditioning", "the battery", "a strange noise"])
-def _car(rng: random.Random, name: str, item: str) -> _Built:
+def _car(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, problem=item, car=rng.choice(["Toyota", "Ford", "Honda", "Volkswagen", "Mazda"]),
              cost=f"${rng.randrange(50, 600, 10)}", ready=rng.choice(DAYS), time=rng.choice(TIMES))
     b = _Builder(rng, s)
@@ -360,12 +359,11 @@ def _car(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name}'s {car} has trouble with {problem}. #Person2# will fix it for about {cost} and it will be ready on {ready} at {time}.",
         "{name} brings a {car} in because of {problem}. The repair costs about {cost} and will be done on {ready} at {time}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("return", "returning an item", ["a toaster", "a pair of shoes", "a lamp", "a phone case", "a coffee maker", "a backpack"])
-def _return(rng: random.Random, name: str, item: str) -> _Built:
+def _return(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, thing=item, reason=rng.choice(["it's broken", "it's the wrong size", "it doesn't work", "the color is wrong"]),
              ago=rng.choice(COUNTS), price=f"${rng.randrange(15, 120, 5)}")
     b = _Builder(rng, s)
@@ -389,12 +387,11 @@ def _return(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "{name} returns {thing} bought {ago} days ago because {reason}. #Person2# exchanges it for a new one.",
             "{name} brings back {thing} because {reason} and gets a new one instead.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("luggage", "lost luggage", ["a black suitcase", "a red backpack", "a brown duffel bag", "a blue suitcase", "a grey travel bag"])
-def _luggage(rng: random.Random, name: str, item: str) -> _Built:
+def _luggage(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, bag=item, flight=f"{rng.choice(['AC', 'UA', 'BA', 'LH'])} {rng.randrange(100, 990)}",
              city=rng.choice(CITIES), hotel=rng.choice(["the Plaza Hotel", "the Grand Hotel", "the Star Inn", "the Harbor Hotel"]),
              contents=rng.choice(["my laptop", "all my clothes", "some presents", "my medicine"]))
@@ -411,12 +408,11 @@ def _luggage(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name}'s bag is missing after flight {flight} from {city}. {name} describes it as {bag} and #Person2# will deliver it to {hotel}.",
         "{name} reports {bag} lost on flight {flight} from {city}. #Person2# promises to send it to {hotel}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("bank", "opening an account", ["a savings account", "a checking account", "a student account", "a joint account", "a business account"])
-def _bank(rng: random.Random, name: str, item: str) -> _Built:
+def _bank(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, account=item, deposit=f"${rng.randrange(50, 1000, 50)}",
              doc=rng.choice(["passport", "driver's license", "ID card"]), card=rng.choice(["five", "seven", "ten"]))
     b = _Builder(rng, s)
@@ -431,12 +427,11 @@ def _bank(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} opens {account} with a {doc} as ID and deposits {deposit}.",
         "#Person2# helps {name} open {account}. {name} shows a {doc} and makes a first deposit of {deposit}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("phone", "phone plan", ["the unlimited plan", "the 10 GB plan", "the family plan", "the basic plan", "the prepaid plan"])
-def _phone(rng: random.Random, name: str, item: str) -> _Built:
+def _phone(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, plan=item, price=f"${rng.randrange(15, 90, 5)}", months=rng.choice(["12", "18", "24"]),
              phone=rng.choice(["a new phone", "a free phone", "a discount on a phone"]))
     b = _Builder(rng, s)
@@ -456,12 +451,11 @@ def _phone(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "#Person2# offers {name} {plan} for {price} a month, but {name} thinks a contract of {months} months is too long.",
             "{name} wants a cheaper plan. #Person2# suggests {plan} at {price} a month, but {name} won't sign a contract of {months} months yet.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("library", "borrowing books", ["The Silent River", "A Winter Garden", "The Last Lighthouse", "Stars Over Paris", "The Clockmaker", "Ocean of Glass"])
-def _library(rng: random.Random, name: str, item: str) -> _Built:
+def _library(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, book=item, weeks=rng.choice(["two", "three", "four"]), fee=rng.choice(["10 cents", "25 cents", "50 cents"]),
              other=rng.choice(["a cookbook", "a travel guide", "a history book"]))
     b = _Builder(rng, s)
@@ -477,12 +471,11 @@ def _library(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} borrows {book} from the library for {weeks} weeks. #Person2# says the late fee is {fee} a day.",
         "#Person2# lends {name} the novel {book}. It is due in {weeks} weeks and costs {fee} a day if late.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("gym", "gym membership", ["a monthly membership", "a yearly membership", "a student membership", "an off-peak membership", "a family membership"])
-def _gym(rng: random.Random, name: str, item: str) -> _Built:
+def _gym(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, member=item, price=f"${rng.randrange(20, 80, 5)}", cls=rng.choice(["yoga", "swimming", "spinning", "boxing", "pilates"]),
              day=rng.choice(DAYS))
     b = _Builder(rng, s)
@@ -496,12 +489,11 @@ def _gym(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} joins the gym with {member} for {price} a month and plans to take {cls} on {day}.",
         "#Person2# sells {name} {member} at {price} a month. {name} likes {cls}, which is held on {day}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("apartment", "apartment viewing", ["a studio", "a one-bedroom apartment", "a two-bedroom apartment", "a loft", "a small house"])
-def _apartment(rng: random.Random, name: str, item: str) -> _Built:
+def _apartment(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, flat=item, rent=f"${rng.randrange(600, 2500, 50)}", street=rng.choice(["Elm Street", "Maple Road", "Hill Street", "Lake Avenue"]),
              deposit=rng.choice(["one month's rent", "two months' rent"]), move=rng.choice(DAYS))
     b = _Builder(rng, s)
@@ -523,12 +515,11 @@ def _apartment(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "{name} looks at {flat} on {street} for {rent} a month with a deposit of {deposit}, but hasn't decided yet.",
             "{name} visits {flat} on {street}. The rent is {rent} a month and {name} needs time to think.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("tickets", "buying tickets", CITIES)
-def _tickets(rng: random.Random, name: str, item: str) -> _Built:
+def _tickets(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, city=item, mode=rng.choice(["train", "bus", "plane"]), day=rng.choice(DAYS), time=rng.choice(TIMES),
              price=f"${rng.randrange(20, 400, 5)}", way=rng.choice(["a one-way", "a return"]), n=rng.choice(["one", "two", "three"]))
     b = _Builder(rng, s)
@@ -543,12 +534,11 @@ def _tickets(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} buys {n} {way} tickets to {city} for the {mode} on {day} at {time}. Each ticket costs {price}.",
         "#Person2# sells {name} {n} {way} {mode} tickets to {city}, leaving {day} at {time}, for {price} each.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("haircut", "haircut", ["a short trim", "a bob", "layers", "a buzz cut", "a fringe", "a perm"])
-def _haircut(rng: random.Random, name: str, item: str) -> _Built:
+def _haircut(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, style=item, stylist=rng.choice(FIRST_NAMES), day=rng.choice(DAYS), time=rng.choice(TIMES),
              price=f"${rng.randrange(15, 90, 5)}")
     b = _Builder(rng, s)
@@ -562,12 +552,11 @@ def _haircut(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} calls the salon and books {style} with {stylist} on {day} at {time} for {price}.",
         "{name} makes an appointment with {stylist} for {style} on {day} at {time}. It costs {price}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("party", "party planning", FIRST_NAMES)
-def _party(rng: random.Random, name: str, item: str) -> _Built:
+def _party(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, friend=item, place=rng.choice(["the park", "a pizza place", "the community hall", "the beach", "a karaoke bar"]),
              day=rng.choice(DAYS), food=rng.choice(["a chocolate cake", "pizza", "a barbecue", "sandwiches"]), guests=rng.choice(["ten", "fifteen", "twenty", "thirty"]))
     b = _Builder(rng, s)
@@ -583,12 +572,11 @@ def _party(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "#Person1# and #Person2# plan a surprise party for {friend}'s birthday on {day} at {place} for {guests} guests. #Person2# will bring {food} and {name} will help with music.",
         "They plan {friend}'s birthday party at {place} on {day}. About {guests} people will come, #Person2# brings {food}, and {name} does the music.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("pharmacy", "pharmacy", ["cough syrup", "allergy tablets", "painkillers", "eye drops", "vitamin C", "sleeping pills"])
-def _pharmacy(rng: random.Random, name: str, item: str) -> _Built:
+def _pharmacy(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, medicine=item, times=rng.choice(["twice", "three times", "once"]), meal=rng.choice(["after meals", "before bed", "with water"]),
              price=f"${rng.randrange(5, 40)}")
     b = _Builder(rng, s)
@@ -603,12 +591,11 @@ def _pharmacy(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} buys {medicine} for {price}. #Person2# explains to take it {times} a day {meal}.",
         "#Person2# sells {name} {medicine} for {price} and says to take it {times} a day {meal}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("tech", "tech support", ["laptop", "printer", "router", "tablet", "smart TV", "phone"])
-def _tech(rng: random.Random, name: str, item: str) -> _Built:
+def _tech(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, device=item, problem=rng.choice(["won't turn on", "keeps freezing", "has no internet", "is very slow"]),
              fix=rng.choice(["restart it", "update the software", "replace the cable", "reset it to factory settings"]),
              ticket=str(rng.randrange(1000, 9999)))
@@ -630,12 +617,11 @@ def _tech(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "{name}'s {device} {problem}. Trying to {fix} doesn't help, so #Person2# opens ticket {ticket} for a technician.",
             "{name} calls tech support because the {device} {problem}. The fix doesn't work and #Person2# creates ticket {ticket}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("school", "parent-teacher meeting", ["math", "history", "science", "English", "art", "music"])
-def _school(rng: random.Random, name: str, item: str) -> _Built:
+def _school(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, subject=item, child=rng.choice(FIRST_NAMES),
              issue=rng.choice(["is often late with homework", "talks too much in class", "has improved a lot", "finds the tests hard"]),
              plan=rng.choice(["check homework every evening", "find a tutor", "meet again next month", "read together at home"]))
@@ -650,12 +636,11 @@ def _school(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} meets {child}'s {subject} teacher, who says {child} {issue}. They agree to {plan}.",
         "#Person2# tells {name} that {child} {issue} in {subject}. {name} will {plan}.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("weekend", "weekend plans", ["hiking", "a movie", "a picnic", "a concert", "bowling", "a football game"])
-def _weekend(rng: random.Random, name: str, item: str) -> _Built:
+def _weekend(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, activity=item, place=rng.choice(["the lake", "downtown", "the stadium", "the mall", "Green Park"]),
              day=rng.choice(["Saturday", "Sunday"]), time=rng.choice(TIMES))
     b = _Builder(rng, s)
@@ -677,12 +662,11 @@ def _weekend(rng: random.Random, name: str, item: str) -> _Built:
         summary = b.fill(
             "#Person1# invites #Person2# to {activity} at {place} on {day} with {name}, but #Person2# is busy.",
             "#Person1# suggests {activity} at {place} on {day} with {name}. #Person2# can't come.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 @_family("parcel", "sending a parcel", ["a box of books", "a birthday gift", "some documents", "a painting", "a package of clothes"])
-def _parcel(rng: random.Random, name: str, item: str) -> _Built:
+def _parcel(rng: random.Random, name: str, item: str) -> Scripted:
     s = dict(name=name, parcel=item, city=rng.choice(CITIES), weight=rng.choice(["two kilos", "three kilos", "five kilos", "half a kilo"]),
              price=f"${rng.randrange(5, 60)}", days=rng.choice(COUNTS))
     b = _Builder(rng, s)
@@ -698,8 +682,7 @@ def _parcel(rng: random.Random, name: str, item: str) -> _Built:
     summary = b.fill(
         "{name} sends {parcel} weighing {weight} to {city}. It costs {price} and takes {days} days.",
         "#Person2# helps {name} mail {parcel} to {city} for {price}. It weighs {weight} and will arrive in {days} days.")
-    b.chat()
-    return b.turns, summary, s
+    return b, summary
 
 
 def generate_examples(seed: int = 0, n_train: int = 4000, n_validation: int = 300, n_test: int = 300) -> dict[str, list[Example]]:
@@ -718,8 +701,9 @@ def generate_examples(seed: int = 0, n_train: int = 4000, n_validation: int = 30
             name, item = rng.choice(NAMES), rng.choice(items)
             if is_heldout(family, name, item) != want_heldout:
                 continue
-            turns, summary, slots = build(rng, name, item)
-            examples.append(Example(family, name, item, topic, turns, summary, slots))
+            builder, summary = build(rng, name, item)
+            builder.chat()
+            examples.append(Example(family, name, item, topic, builder.turns, summary, builder.slots))
         out[split] = examples
     return out
 
@@ -751,7 +735,15 @@ def write_corpus(folder: str | Path, seed: int = 0) -> dict[str, Path]:
     return paths
 
 
-def read_split(path: str | Path) -> list[dict]:
-    """Read one ``.jsonl.gz`` split written by :func:`write_corpus`."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def main(argv: list[str] | None = None) -> None:
+    """Write the corpus files: the command in this module's docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="dialogtune/assets/dialogs", help="folder to write the split files to")
+    parser.add_argument("--seed", type=int, default=0, help="the shipped corpus uses seed 0")
+    args = parser.parse_args(argv)
+    for split, path in write_corpus(args.out, args.seed).items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    main()
