@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dialogtune.config import Config, apply_overrides, build_config, read_yaml
+from dialogtune.assets import DEMO_RECIPE
+from dialogtune.config import Config
+from dialogtune.configio import apply_overrides, build_config, read_yaml
 
-DEMO_RECIPE = Path(__file__).parent / "assets" / "demo.yaml"
 # A few dozen steps and a handful of test dialogues: proves the flow end to end in the test suite.
 QUICK = {
     "data.max_train_samples": 64,

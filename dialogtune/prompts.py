@@ -1,4 +1,7 @@
-"""The one home of the instruction template, and zero-, one- and few-shot prompt builders."""
+"""The one home of the instruction template, and zero-, one- and few-shot prompt builders.
+
+Imports nothing else from dialogtune but its errors: the config schema checks `prompt.template` here.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from dialogtune.config import DEFAULT_TEMPLATE
 from dialogtune.errors import DialogtuneError
 
 PLACEHOLDER = "{dialogue}"
+DEFAULT_TEMPLATE = f"Summarize the following conversation.\n\n{PLACEHOLDER}\n\nSummary: "
 # Between in-context examples, so the model sees where one example ends and the next begins.
 EXAMPLE_SEPARATOR = "\n\n\n"
 
@@ -29,7 +32,7 @@ class PromptTemplate:
     def __post_init__(self) -> None:
         if PLACEHOLDER not in self.template:
             raise DialogtuneError(
-                f"prompt template {self.template!r} has no `{PLACEHOLDER}` placeholder; add one where the dialogue goes"
+                f"`prompt.template` {self.template!r} has no `{PLACEHOLDER}` placeholder; add one where the dialogue goes"
             )
 
     def format(self, dialogue: str) -> str:

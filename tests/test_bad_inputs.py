@@ -366,6 +366,7 @@ def test_output_that_holds_a_finished_run(capsys, tiny_model, small_data, tmp_pa
     before = (out / "metrics.json").read_bytes()
     fails(capsys, argv, (str(out), "already holds a finished run", "--overwrite"), None)
     assert (out / "metrics.json").read_bytes() == before  # the finished run is untouched
+    assert main(argv + ["--overwrite"]) == 0  # and --overwrite, as the message says, replaces it
 
 
 RUN_FOLDER_CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {

@@ -1,117 +1,48 @@
-"""Bad input gives exit code 2 and one line on stderr, never a traceback."""
+"""The command line itself: entry point, generated --help, global flags, defaults from the schema.
 
-import shutil
+Bad input through the CLI (one line, exit code 2) is the matrix in tests/test_bad_inputs.py.
+"""
+
+import dataclasses
+import re
 import subprocess
 import sys
 
 import pytest
-import yaml
 
-from conftest import FAST_TRAINING, REPO, build_tiny_t5, write_jsonl
-from dialogtune.cli import main
-
-
-def _flags(overrides):
-    out = []
-    for key, value in overrides.items():
-        out += [f"--{key}", str(value)]
-    return out
+from conftest import REPO
+from dialogtune.cli import build_parser, main
+from dialogtune.config import Config, EvaluationConfig, ReportConfig
 
 
-def _fails_with(capsys, argv, *fragments):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("dialogtune: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+def _help(*command):
+    result = subprocess.run([sys.executable, "-m", "dialogtune", *command, "--help"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
-@pytest.fixture
-def train_args(tiny_model, small_data, tmp_path):
-    return ["-q", "train", "--model", str(tiny_model), "--method", "lora", "--output", str(tmp_path / "run")]
+def _entries(help_text):
+    """{option name: its whole --help entry, whitespace collapsed}."""
+    entries = {}
+    for block in re.split(r"\n(?=  -)", help_text):
+        invocation = re.split(r"\s{2,}", block.strip())[0]
+        for name in re.findall(r"--[\w.-]+", invocation):
+            entries[name] = " ".join(block.split())
+    return entries
 
 
-def test_missing_data_file(capsys, train_args, tmp_path):
-    _fails_with(capsys, train_args + ["--dataset", str(tmp_path / "nope.jsonl")], "nope.jsonl", "does not exist")
+def _squashed(text):
+    return re.sub(r"\s", "", text)  # help wraps lines, breaking at spaces and hyphens
 
 
-def test_missing_column(capsys, train_args, tmp_path):
-    path = write_jsonl(tmp_path / "train.jsonl", [{"id": "a", "text": "hi", "summary": "s"}])
-    _fails_with(capsys, train_args + ["--dataset", str(path)], f"{path} line 1", "no `dialogue` column", "data.dialogue_column")
-
-
-@pytest.mark.parametrize("field", ["dialogue", "summary"])
-def test_empty_cell(capsys, train_args, tmp_path, field):
-    row = {"id": "a", "dialogue": "#Person1#: hi", "summary": "s"}
-    row[field] = ""
-    path = write_jsonl(tmp_path / "train.jsonl", [{"id": "z", "dialogue": "ok", "summary": "ok"}, row])
-    _fails_with(capsys, train_args + ["--dataset", str(path)], f"{path} line 2", f"`{field}` is empty")
-
-
-def test_non_utf8_file(capsys, train_args, tmp_path):
-    path = tmp_path / "train.csv"
-    path.write_bytes("id,dialogue,summary\n1,caf\xe9 talk,s\n".encode("latin-1"))
-    _fails_with(capsys, train_args + ["--dataset", str(path)], str(path), "not UTF-8", "line 2")
-
-
-def test_unknown_config_key_on_the_command_line(capsys, train_args, small_data):
-    _fails_with(capsys, train_args + ["--dataset", str(small_data), "--lora.rank", "4"], "unknown config key `lora.rank`")
-
-
-def test_unknown_config_key_in_yaml(capsys, train_args, small_data, tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"trainig": {"learning_rate": 1e-3}}))
-    _fails_with(capsys, train_args + ["--config", str(config)], str(config), "`trainig`", "did you mean `training`")
-
-
-def test_unknown_plain_option(capsys, train_args):
-    _fails_with(capsys, train_args + ["--learning-rate", "3"], "unrecognized arguments: --learning-rate")
-
-
-def test_fp16_is_refused_with_the_reason(capsys, train_args, small_data):
-    _fails_with(capsys, train_args + ["--dataset", str(small_data), "--training.fp16", "true"], "fp16", "overflow", "bf16")
-
-
-def test_lora_target_matching_nothing(capsys, train_args, small_data):
-    _fails_with(capsys, train_args + ["--dataset", str(small_data), "--lora.target_modules", "q,wi"], "'wi' matches no module", "wi_0")
-
-
-def test_model_folder_that_is_not_seq2seq(capsys, train_args, small_data, tmp_path):
-    from transformers import GPT2Config
-
-    folder = tmp_path / "gpt2"
-    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(folder)
-    shutil.copy(REPO / "dialogtune/assets/tiny-t5/tokenizer.json", folder) if (REPO / "dialogtune/assets/tiny-t5/tokenizer.json").exists() else None
-    args = ["-q", "evaluate", "--method", "original", "--model", str(folder), "--dataset", str(small_data), "--output", str(tmp_path / "o")]
-    _fails_with(capsys, args, str(folder), "not a sequence-to-sequence")
-
-
-def test_model_path_that_does_not_exist(capsys, small_data, tmp_path):
-    args = ["evaluate", "--method", "original", "--model", str(tmp_path / "missing"), "--dataset", str(small_data)]
-    _fails_with(capsys, args, "missing", "not a folder")
-
-
-def test_adapter_whose_base_does_not_match(capsys, tiny_model, small_data, tmp_path):
-    run = tmp_path / "lora"
-    code = main(["-q", "train", "--model", str(tiny_model), "--dataset", str(small_data), "--method", "lora", "--output", str(run)] + _flags(FAST_TRAINING))
-    assert code == 0
-    other = build_tiny_t5(tmp_path / "other", d_model=48)
-    for name in ("config.yaml", "metadata.json"):
-        path = run / name
-        path.write_text(path.read_text().replace(str(tiny_model), str(other)))
-    _fails_with(capsys, ["-q", "evaluate", str(run)], "adapter", "does not fit this base model")
-
-
-def test_finished_run_is_not_overwritten(capsys, tiny_model, small_data, tmp_path):
-    out = tmp_path / "orig"
-    args = ["-q", "evaluate", "--method", "original", "--model", str(tiny_model), "--dataset", str(small_data), "--output", str(out)] + _flags(FAST_TRAINING)
-    assert main(args) == 0
-    _fails_with(capsys, args, str(out), "--overwrite")
-    assert main(args + ["--overwrite"]) == 0
+def _own_keys(cls=Config, prefix=""):
+    """(dotted key, field) for every key of our schema, sections expanded; passthrough sections are one key."""
+    for spec in dataclasses.fields(cls):
+        section = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(section):
+            yield from _own_keys(type(section), f"{prefix}{spec.name}.")
+        else:
+            yield prefix + spec.name, spec
 
 
 def test_module_entry_point_exits_2_without_traceback(tmp_path):
@@ -125,7 +56,74 @@ def test_module_entry_point_exits_2_without_traceback(tmp_path):
 
 
 def test_help_lists_every_command():
-    result = subprocess.run([sys.executable, "-m", "dialogtune", "--help"], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0
-    for command in ("run", "train", "evaluate", "compare", "summarize", "score"):
-        assert command in result.stdout
+    text = _help()
+    for command in ("run", "train", "evaluate", "compare", "summarize", "score", "demo"):
+        assert command in text
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "run", "demo"])
+def test_help_lists_every_config_key_with_its_help_and_default(command):
+    entries = _entries(_help(command))
+    passthrough = {"training", "lora", "generation"}
+    for key, spec in _own_keys():
+        if key in passthrough or (key == "method" and command in ("run", "demo")):
+            continue  # run and demo do every method in `run.methods`
+        entry = entries.get(f"--{key}")
+        assert entry, f"--{key} missing from `dialogtune {command} --help`"
+        assert _squashed(spec.metadata["help"]) in _squashed(entry) and "(default: " in entry, entry
+    for key in ("training.learning_rate", "training.num_train_epochs", "lora.r", "lora.target_modules", "generation.max_new_tokens"):
+        assert "default: " in entries[f"--{key}"], key
+    if command == "train":  # the schema's defaults, not a recipe's
+        assert "(default: 42)" in entries["--seed"] and "(default: 512)" in entries["--data.max_source_length"]
+        assert entries["--dataset"] == entries["--data.dataset"]  # the short flag is the same key
+        assert "default: 32" in entries["--lora.r"] and "default: q,v" in entries["--lora.target_modules"]
+        assert "full: 0.0003, lora: 0.001" in entries["--training.learning_rate"]
+        assert "default: 200" in entries["--generation.max_new_tokens"]
+    if command == "demo":  # the bundled recipe's values
+        assert "(default: builtin:tiny-t5)" in entries["--model"] and "default: 8" in entries["--lora.r"]
+
+
+def test_help_is_fast_because_it_imports_no_ml_library():
+    code = "import sys, dialogtune.cli; dialogtune.cli.build_parser().format_help(); print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+COMMAND_ARGS = {
+    "run": ["recipe.yaml"],
+    "train": [],
+    "evaluate": ["runs/x"],
+    "compare": ["runs/x"],
+    "summarize": ["#Person1#: hi", "--model", "m"],
+    "demo": ["--quick"],
+    "score": ["--references", "r.jsonl"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMAND_ARGS))
+def test_global_flags_work_before_or_after_the_command(command):
+    parser = build_parser()
+    after = parser.parse_args([command, *COMMAND_ARGS[command], "-q", "--allow-pickle"])
+    before = parser.parse_args(["--quiet", "--allow-pickle", command, *COMMAND_ARGS[command]])
+    neither = parser.parse_args([command, *COMMAND_ARGS[command]])
+    assert after.quiet and after.allow_pickle and before.quiet and before.allow_pickle
+    assert not getattr(neither, "quiet", False) and not getattr(neither, "allow_pickle", False)
+
+
+def test_quiet_after_the_command_runs_it(capsys, tiny_model):
+    assert main(["summarize", "-q", "#Person1#: Hello.\n#Person2#: Hi.", "--model", str(tiny_model)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.count("\n") == 1  # one summary (an untrained model's may be empty)
+
+
+def test_flags_left_out_take_the_schema_defaults(monkeypatch, tmp_path):
+    calls = {}
+    monkeypatch.setattr("dialogtune.report.write_report", lambda runs, out, n, seed: calls.update(compare=(n, seed)) or {})
+    monkeypatch.setattr("dialogtune.report.rouge_table", lambda report: "")
+    monkeypatch.setattr("dialogtune.scoring.score_files", lambda p, r, protocol, resamples, **kw: calls.update(score=(protocol, resamples)) or {})
+    monkeypatch.setattr("dialogtune.scoring.score_table", lambda result: "")
+    assert main(["compare", str(tmp_path / "run")]) == 0
+    assert main(["score", "--predictions", "p.txt", "--references", "r.jsonl"]) == 0
+    assert calls["compare"] == (ReportConfig().num_examples, ReportConfig().examples_seed)
+    assert calls["score"] == (EvaluationConfig().protocol, EvaluationConfig().bootstrap_resamples)
+    assert main(["compare", str(tmp_path / "run"), "--examples", "2", "--seed", "7"]) == 0
+    assert calls["compare"] == (2, 7)

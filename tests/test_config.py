@@ -1,7 +1,11 @@
+import re
+from typing import get_args, get_type_hints
+
 import pytest
 import yaml
 
-from dialogtune.config import for_method, load_config, parse_value
+from dialogtune.config import METHODS, TRAINED_METHODS, Config, DataConfig, EvaluationConfig, PromptConfig, RunConfig
+from dialogtune.configio import for_method, load_config, parse_value
 from dialogtune.errors import DialogtuneError
 
 
@@ -57,3 +61,29 @@ def test_per_method_overrides_apply_only_to_that_method():
     assert for_method(config, "full").training_args()["num_train_epochs"] == 1
     assert for_method(config, "lora").training_args()["learning_rate"] == 1e-3
     assert for_method(config, "full").training_args()["learning_rate"] == 3e-4
+
+
+def test_value_problems_in_different_sections_are_reported_at_once():
+    with pytest.raises(DialogtuneError) as err:
+        load_config(None, {"lora.r": 0, "data.max_source_length": 0, "prompt.shots": -1, "evaluation.protocol": "best"})
+    for fragment in ("`lora.r` is 0", "`data.max_source_length` is 0", "`prompt.shots` is -1", "`evaluation.protocol` is 'best'"):
+        assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: DataConfig(max_target_length=0), "`data.max_target_length` is 0"),
+        (lambda: PromptConfig(template="no slot"), "placeholder"),
+        (lambda: EvaluationConfig(batch_size=0), "`evaluation.batch_size` is 0"),
+        (lambda: RunConfig(methods=["qlora"]), "`run.methods` has 'qlora'"),
+        (lambda: Config(lora={"r": 0}), "`lora.r` is 0"),
+    ],
+)
+def test_each_section_checks_itself_when_built_in_code(build, fragment):
+    with pytest.raises(DialogtuneError, match=re.escape(fragment)):
+        build()
+
+
+def test_trained_methods_are_the_methods_that_train():
+    assert set(TRAINED_METHODS) == set(METHODS) - {"original"} and get_args(get_type_hints(Config)["method"]) == METHODS

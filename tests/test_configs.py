@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from dialogtune.config import for_method, load_config
-from dialogtune.generate import generation_config
+from dialogtune.configio import for_method, load_config
+from dialogtune.inference import generation_config
 from dialogtune.train import training_arguments
 
 RECIPES = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "dialogtune" / "assets").glob("*.yaml"))

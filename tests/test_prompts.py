@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from dialogtune.config import DEFAULT_TEMPLATE
+from dialogtune.prompts import DEFAULT_TEMPLATE
 from dialogtune.errors import DialogtuneError
 from dialogtune.prompts import PromptTemplate, build_prompts, draw_shots
 
