@@ -3,6 +3,9 @@
 Every source becomes a list of records ``{id, dialogue, references, reference_names, topic}``.
 Rows that share a dialogue (the hub DialogSum test split stores one row per reference) become one
 record with several references, so multi-reference ROUGE sees 500 dialogues, not 1,500 rows.
+
+It is over 300 lines because every layout rule and its one-line error (which file, which row,
+which column, how to fix it) belongs beside the code that reads that layout.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from dialogtune.config import DataConfig
+from dialogtune.assets import resolve
 from dialogtune.errors import DialogtuneError
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).parent / "assets"
-BUILTIN_DATASETS = {"builtin:dialogs": ASSETS / "dialogs"}
 SUFFIXES = (".csv", ".json", ".jsonl", ".csv.gz", ".json.gz", ".jsonl.gz")
 # Names a split goes by in file names and hub repos; DialogSum's own files say "dev".
 SPLIT_ALIASES = {
@@ -43,16 +45,6 @@ class Record(TypedDict):
 
 
 Row = tuple[str, dict[str, Any]]  # (where, row): "file.csv row 12" and the row's fields
-
-
-def resolve_dataset(name: str) -> str:
-    """Map a reserved `builtin:` name to its bundled folder; leave anything else alone."""
-    if name.startswith("builtin:"):
-        if name not in BUILTIN_DATASETS:
-            known = ", ".join(BUILTIN_DATASETS)
-            raise DialogtuneError(f"unknown built-in dataset `{name}`; the bundled ones are: {known}")
-        return str(BUILTIN_DATASETS[name])
-    return name
 
 
 def _canonical_split(name: str) -> str:
@@ -173,15 +165,6 @@ def _hub_rows(name: str, split: str) -> tuple[list[Row], list[str]]:
     return rows, sorted(available)
 
 
-def splits_of(cfg: DataConfig) -> list[str]:
-    """The splits a data source offers, by canonical name (train, validation, test, ...)."""
-    source = resolve_dataset(cfg.dataset)
-    if _is_local(cfg, source):
-        return sorted(_local_files(Path(source)))
-    _, available = _hub_rows(source, "train")
-    return available
-
-
 def _is_local(cfg: DataConfig, source: str) -> bool:
     if cfg.loader == "local" or (cfg.loader == "auto" and Path(source).exists()):
         if not Path(source).exists():
@@ -193,7 +176,7 @@ def _is_local(cfg: DataConfig, source: str) -> bool:
 
 
 def _raw_rows(cfg: DataConfig, split: str) -> list[Row]:
-    source = resolve_dataset(cfg.dataset)
+    source = resolve(cfg.dataset, "dataset")
     split = _canonical_split(split)
     if _is_local(cfg, source):
         files = _local_files(Path(source))
@@ -215,7 +198,7 @@ def _raw_rows(cfg: DataConfig, split: str) -> list[Row]:
     return rows
 
 
-def _column(row: dict[str, Any], where: str, wanted: str, fallback: str | None, option: str) -> str | None:
+def _column(row: dict[str, Any], wanted: str, fallback: str | None = None) -> str | None:
     if wanted in row:
         return wanted
     if fallback and fallback in row:
@@ -255,7 +238,7 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
     count = 0
     for index, (where, row) in enumerate(rows):
         count += 1
-        dialogue_col = _column(row, where, cfg.dialogue_column, None, "dialogue_column")
+        dialogue_col = _column(row, cfg.dialogue_column)
         if dialogue_col is None:
             raise DialogtuneError(
                 f"{where} has no `{cfg.dialogue_column}` column (columns: {', '.join(map(str, row))}); "
@@ -264,7 +247,7 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
         dialogue = _text(row[dialogue_col])
         if not dialogue:
             raise DialogtuneError(f"{where}: `{dialogue_col}` is empty; fill it in or remove the row")
-        id_col = _column(row, where, cfg.id_column, "fname", "id_column")
+        id_col = _column(row, cfg.id_column, "fname")
         row_id = _text(row[id_col]) if id_col else f"{split}_{index}"
         names = _reference_columns(row, cfg.summary_column)
         if not names and require_references:
@@ -294,7 +277,7 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
             if not summary:
                 raise DialogtuneError(f"{where}: `{name}` is empty; fill it in or remove the row")
             references.append(summary)
-        topic_col = _column(row, where, cfg.topic_column, f"{cfg.topic_column}1", "topic_column")
+        topic_col = _column(row, cfg.topic_column, f"{cfg.topic_column}1")
         topic = _text(row[topic_col]) if topic_col else ""
         if dialogue in records:
             record = records[dialogue]

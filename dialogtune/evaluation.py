@@ -14,21 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dialogtune import runs
 from dialogtune.config import Config
 from dialogtune.data import load_split
 from dialogtune.errors import DialogtuneError
-from dialogtune.generate import generate, generation_config
+from dialogtune.inference import Summarizer
 from dialogtune.metrics import rouge_summary
-from dialogtune.modeling import fingerprint, load_adapter, load_base, load_tokenizer, parameter_counts
+from dialogtune.modeling import fingerprint, parameter_counts
 from dialogtune.prompts import PromptTemplate, build_prompts, draw_shots
 
 log = logging.getLogger(__name__)
 
-
-PARTIAL = "predictions.partial.jsonl"
 
 
 class Partial:
@@ -86,18 +82,6 @@ class Partial:
         self.path.unlink(missing_ok=True)
 
 
-def load_for_generation(run: runs.Run, merge: bool = True) -> tuple[torch.nn.Module, Any]:
-    """The model a run produced, loaded fresh from disk: the evaluated model is the one that was saved."""
-    base_name = run.metadata.get("model", run.config.model)
-    if run.method == "full":
-        return load_base(str(run.folder)), load_tokenizer(str(run.folder))
-    tokenizer = load_tokenizer(base_name)
-    base = load_base(base_name)
-    if run.method == "lora":
-        return load_adapter(base, run.folder, merge=merge), tokenizer
-    return base, tokenizer
-
-
 def build_eval_prompts(config: Config, template: PromptTemplate, records: list[dict], tokenizer: Any) -> tuple[list[str], dict]:
     """Prompts for evaluation; in-context examples only for the original model."""
     dialogues = [r["dialogue"] for r in records]
@@ -120,31 +104,30 @@ def evaluate_run(
     split: str | None = None,
     limit: int | None = None,
     progress: bool = True,
-    model: torch.nn.Module | None = None,
-    tokenizer: Any = None,
+    summarizer: Summarizer | None = None,
 ) -> dict[str, Any]:
-    """Generate for a split with the run's own prompt and settings, then score it."""
+    """Generate for a split with the run's own prompt and settings, then score it.
+
+    Predictions and metrics are stored per split, so scoring another split keeps the run's test scores.
+    """
     run = runs.read_run(folder)
     config = run.config
     split = split or config.evaluation.split
     limit = limit if limit is not None else config.data.max_eval_samples
     records = load_split(config.data, split, limit=limit)
-    if model is None:
-        model, tokenizer = load_for_generation(run, merge=config.evaluation.merge_lora)
+    summarizer = summarizer or Summarizer.from_run(run)
+    tokenizer = summarizer.tokenizer
     prompts, shot_info = build_eval_prompts(config, run.prompt, records, tokenizer)
-    gen_config = generation_config(config.generation_args(), tokenizer)
     too_long = sum(len(ids) > config.data.max_source_length for ids in tokenizer(prompts)["input_ids"])
     if too_long:
         log.warning("%d of %d prompts are longer than %d tokens and were truncated", too_long, len(prompts), config.data.max_source_length)
-    weights = fingerprint(model)
-    partial = Partial(run.folder / PARTIAL, {"split": split, "ids": [r["id"] for r in records], "weights": weights, "prompts": prompts})
+    weights = fingerprint(summarizer.model)
+    partial = Partial(run.partial_path(split), {"split": split, "ids": [r["id"] for r in records], "weights": weights, "prompts": prompts})
+    run.update(runs.Status.EVALUATING)
     started = time.perf_counter()
-    predictions = generate(
-        model, tokenizer, prompts, gen_config, config.evaluation.batch_size, config.data.max_source_length, progress,
-        done=partial.load(), on_batch=partial.append,
-    )
+    predictions = summarizer.generate(prompts, progress=progress, done=partial.load(), on_batch=partial.append)
     seconds = time.perf_counter() - started
-    if fingerprint(model) != weights:
+    if fingerprint(summarizer.model) != weights:
         raise RuntimeError("generation changed the model's weights")  # an invariant, not a user error
     rows = [
         {
@@ -157,7 +140,6 @@ def evaluate_run(
         }
         for r, p in zip(records, predictions, strict=True)
     ]
-    runs.write_jsonl(run.folder / runs.PREDICTIONS, rows)
     metrics = rouge_summary(
         predictions,
         [r["references"] for r in records],
@@ -171,7 +153,7 @@ def evaluate_run(
             "split": split,
             "dataset": config.data.dataset,
             "method": run.method,
-            "model": run.metadata.get("model", config.model),
+            "model": run.base_model,
             **shot_info,
             "generation": config.generation_args(),
             "truncated_sources": too_long,
@@ -180,16 +162,13 @@ def evaluate_run(
     )
     # Scores are written only once every prediction exists; timings go to metadata so that
     # metrics.json is identical between identical runs.
-    runs.write_json(run.folder / runs.METRICS, metrics)
-    partial.remove()
-    runs.update_metadata(
-        run.folder,
-        status="evaluated",
-        evaluated=runs.now(),
+    run.write_results(
+        split, rows, metrics,
         generation_seconds=round(seconds, 3),
         summaries_per_second=round(len(prompts) / max(seconds, 1e-9), 3),
         resumed_predictions=partial.resumed,
     )
+    partial.remove()
     return metrics
 
 
@@ -198,10 +177,9 @@ def evaluate_original(config: Config, folder: str | Path, overwrite: bool = Fals
     if config.method != "original":
         raise DialogtuneError("evaluate_original needs `method: original`")
     runs.check_output(folder, overwrite)
-    # Load (and fail) before start_run clears an earlier result from the folder.
-    model = load_base(config.model)
-    tokenizer = load_tokenizer(config.model)
-    folder = runs.start_run(folder, config, PromptTemplate(config.prompt.template), overwrite=overwrite)
-    trainable, total = parameter_counts(model)
-    runs.update_metadata(folder, trainable_params=0, total_params=total, size_bytes=0, train_seconds=0.0)
-    return evaluate_run(folder, progress=progress, model=model, tokenizer=tokenizer)
+    # Load (and fail) before the run folder is created, which clears an earlier result from it.
+    summarizer = Summarizer.from_base(config.model, config)
+    run = runs.RunFolder.create(folder, config, overwrite=overwrite)
+    _, total = parameter_counts(summarizer.model)
+    run.update(trainable_params=0, total_params=total, size_bytes=0, train_seconds=0.0)
+    return evaluate_run(run.folder, progress=progress, summarizer=summarizer)

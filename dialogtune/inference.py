@@ -1,22 +1,34 @@
-"""Batched generation, longest prompts first, so each batch pads little and the order is restored after."""
+"""Summarizer: a model loaded once that turns dialogues into summaries.
+
+It is loaded from a base model, from a run folder (with that run's prompt and generation settings),
+or from a base plus several LoRA adapters served side by side. `evaluate`, `summarize`, and later the
+server and the review page all go through it. Generation is batched, longest prompts first, so each
+batch pads little, and the order is restored after.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
+from dialogtune.config import Config
+from dialogtune.errors import DialogtuneError
+from dialogtune.prompts import PromptTemplate
+
 log = logging.getLogger(__name__)
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
 def generation_config(settings: dict[str, Any], tokenizer: Any) -> GenerationConfig:
     """Our settings on top of the tokenizer's special tokens; the library's 20-token default is never used."""
-    from dialogtune.errors import DialogtuneError
-
     try:
         config = GenerationConfig(
             pad_token_id=tokenizer.pad_token_id,
@@ -47,12 +59,14 @@ def generate(
     progress: bool = True,
     done: dict[int, str] | None = None,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
+    **generate_kwargs: Any,
 ) -> list[str]:
     """Summaries for `prompts`, in the same order.
 
     `done` holds outputs of an interrupted earlier call (by prompt index); batches it fully covers are
     skipped, so the remaining batches are exactly those an uninterrupted call would run. `on_batch`
-    is told each finished batch, e.g. to save progress.
+    is told each finished batch, e.g. to save progress. `generate_kwargs` go to `model.generate`
+    (e.g. peft's `adapter_names`, given per prompt and split with the batches here).
     """
     model.eval()
     done = done or {}
@@ -61,6 +75,7 @@ def generate(
     for i, text in done.items():
         outputs[i] = text
     device = next(model.parameters()).device
+    adapter_names = generate_kwargs.pop("adapter_names", None)
     bar = tqdm(total=len(prompts), desc="generating", unit="summary", disable=not progress)
     for batch in batches(lengths, batch_size):
         if all(i in done for i in batch):
@@ -73,9 +88,12 @@ def generate(
             max_length=max_source_length,
             return_tensors="pt",
         ).to(device)
+        if adapter_names is not None:
+            generate_kwargs["adapter_names"] = [adapter_names[i] for i in batch]
         # Keyword arguments only: PeftModel.generate rejects positional ones.
         generated = model.generate(
-            input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config
+            input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config,
+            **generate_kwargs,
         )
         texts = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
         for i, text in zip(batch, texts, strict=True):
@@ -85,3 +103,119 @@ def generate(
         bar.update(len(batch))
     bar.close()
     return outputs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one model (or adapter) is prompted and decoded: a run's own, or the defaults."""
+
+    template: PromptTemplate
+    generation: dict[str, Any]
+    max_source_length: int
+    batch_size: int
+
+    @classmethod
+    def of(cls, config: Config, template: PromptTemplate | None = None) -> "Settings":
+        return cls(
+            template or PromptTemplate(config.prompt.template),
+            config.generation_args(),
+            config.data.max_source_length,
+            config.evaluation.batch_size,
+        )
+
+
+@dataclass
+class Summarizer:
+    """A loaded model, its tokenizer and settings; `adapters` maps adapter names to their own settings."""
+
+    model: Any
+    tokenizer: Any
+    settings: Settings
+    adapters: dict[str, Settings] = field(default_factory=dict)
+
+    @classmethod
+    def from_base(cls, name: str, config: Config | None = None) -> "Summarizer":
+        """The untouched base model, freshly loaded, with `config`'s settings (defaults if None)."""
+        from dialogtune.modeling import load_base, load_tokenizer
+
+        config = config or Config(model=name)
+        return cls(load_base(name), load_tokenizer(name), Settings.of(config))
+
+    @classmethod
+    def from_run(cls, run: str | Path | Any, merge: bool | None = None) -> "Summarizer":
+        """The model a run produced, loaded fresh from disk (the evaluated model is the one saved),
+        with the run's own prompt and generation settings."""
+        from dialogtune.modeling import load_adapter, load_base, load_tokenizer
+        from dialogtune.runs import read_run
+
+        run = read_run(run) if isinstance(run, (str, Path)) else run
+        settings = Settings.of(run.config, run.prompt)
+        if run.method == "full":
+            return cls(load_base(str(run.folder)), load_tokenizer(str(run.folder)), settings)
+        model = load_base(run.base_model)
+        if run.method == "lora":
+            merge = run.config.evaluation.merge_lora if merge is None else merge
+            model = load_adapter(model, run.folder, merge=merge)
+        return cls(model, load_tokenizer(run.base_model), settings)
+
+    @classmethod
+    def from_adapters(cls, base: str, runs: Mapping[str, str | Path], config: Config | None = None) -> "Summarizer":
+        """One base with several LoRA runs' adapters on it, unmerged, each chosen by name per call.
+
+        Every adapter keeps its run's prompt and generation settings; each must have been trained on `base`.
+        """
+        from dialogtune.modeling import load_adapter, load_base, load_tokenizer
+        from dialogtune.runs import read_run
+
+        if not runs:
+            raise DialogtuneError("no adapters given; pass at least one LoRA run folder")
+        model = load_base(base)
+        adapters: dict[str, Settings] = {}
+        for name, folder in runs.items():
+            # peft selects by name and treats `lora_` inside a name as part of its own parameter names.
+            if name == BASE or "lora_" in name or not name.strip():
+                raise DialogtuneError(f"adapter name {name!r} is not allowed; use a name without `lora_` other than {BASE}")
+            run = read_run(folder)
+            if run.method != "lora":
+                raise DialogtuneError(f"{folder} is a `{run.method}` run, not a LoRA adapter; pass LoRA run folders")
+            if run.base_model != base:
+                raise DialogtuneError(
+                    f"adapter {name!r} ({folder}) was trained on {run.base_model}, not {base}; serve it with its own base"
+                )
+            model = load_adapter(model, run.folder, merge=False, adapter_name=name)
+            adapters[name] = Settings.of(run.config, run.prompt)
+        return cls(model, load_tokenizer(base), Settings.of(config or Config(model=base)), adapters)
+
+    def _settings(self, adapter: str | None) -> Settings:
+        if adapter is None or adapter == BASE:
+            return self.settings
+        if adapter not in self.adapters:
+            known = ", ".join(self.adapters) or "none loaded"
+            raise DialogtuneError(f"unknown adapter {adapter!r}; the loaded adapters are: {known}")
+        return self.adapters[adapter]
+
+    def prompts(self, dialogues: list[str], adapter: str | None = None) -> list[str]:
+        template = self._settings(adapter).template
+        return [template.format(d) for d in dialogues]
+
+    def generate(
+        self,
+        prompts: list[str],
+        adapter: str | None = None,
+        progress: bool = False,
+        done: dict[int, str] | None = None,
+        on_batch: Callable[[list[int], list[str]], None] | None = None,
+        **generation: Any,
+    ) -> list[str]:
+        """Summaries for ready-made prompts (e.g. few-shot ones), with the adapter's settings plus `generation`."""
+        settings = self._settings(adapter)
+        config = generation_config({**settings.generation, **generation}, self.tokenizer)
+        extra = {"adapter_names": [adapter or BASE] * len(prompts)} if self.adapters else {}
+        return generate(
+            self.model, self.tokenizer, prompts, config, settings.batch_size, settings.max_source_length,
+            progress, done=done, on_batch=on_batch, **extra,
+        )
+
+    def summarize(self, dialogues: list[str], adapter: str | None = None, **generation: Any) -> list[str]:
+        """One summary per dialogue, in order; `adapter` picks a loaded adapter (None: the base or the run)."""
+        return self.generate(self.prompts(dialogues, adapter), adapter, **generation)

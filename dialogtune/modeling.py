@@ -13,12 +13,11 @@ from typing import Any
 
 import torch
 
-from dialogtune.data import ASSETS
+from dialogtune.assets import resolve
 from dialogtune.errors import DialogtuneError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS = {"builtin:tiny-t5": ASSETS / "tiny-t5"}
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -61,15 +60,6 @@ def check_safetensors(path: Path, fix: str) -> None:
         raise DialogtuneError(f"{path} is not a valid safetensors file ({reason}); {fix}") from None
 
 
-def resolve_model(name: str) -> str:
-    """Map a reserved `builtin:` name to its bundled folder; leave hub ids and paths alone."""
-    if name.startswith("builtin:"):
-        if name not in BUILTIN_MODELS:
-            raise DialogtuneError(f"unknown built-in model `{name}`; the bundled ones are: {', '.join(BUILTIN_MODELS)}")
-        return str(BUILTIN_MODELS[name])
-    return name
-
-
 def _check_folder(name: str) -> None:
     path = Path(name)
     looks_like_path = path.exists() or name.startswith((".", "/", "~"))
@@ -85,7 +75,7 @@ def load_tokenizer(name: str) -> Any:
     """The tokenizer of a hub model or model folder."""
     from transformers import AutoTokenizer
 
-    source = resolve_model(name)
+    source = resolve(name, "model")
     _check_folder(source)
     path = Path(source)
     if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
@@ -133,7 +123,7 @@ def load_base(
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
     allow = _pickle_ok(allow_pickle)
-    source = resolve_model(name)
+    source = resolve(name, "model")
     _check_folder(source)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
@@ -263,15 +253,26 @@ def _check_adapter(folder: Path, allow_pickle: bool) -> None:
 
 
 def load_adapter(
-    base: torch.nn.Module, folder: str | Path, merge: bool, allow_pickle: bool | None = None
+    base: torch.nn.Module,
+    folder: str | Path,
+    merge: bool,
+    allow_pickle: bool | None = None,
+    adapter_name: str = "default",
 ) -> torch.nn.Module:
-    """Put a saved adapter on a fresh base; merged, it generates the same text without the LoRA overhead."""
+    """Put a saved adapter on a fresh base; merged, it generates the same text without the LoRA overhead.
+
+    A `base` that already carries adapters (a PeftModel) gets this one beside them, under `adapter_name`.
+    """
     from peft import PeftModel
 
     folder = Path(folder)
     _check_adapter(folder, _pickle_ok(allow_pickle))
     try:
-        model = PeftModel.from_pretrained(base, str(folder))
+        if isinstance(base, PeftModel):
+            base.load_adapter(str(folder), adapter_name=adapter_name)
+            model = base
+        else:
+            model = PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name)
     except (RuntimeError, ValueError, KeyError, OSError) as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
         # torch puts the useful part ("size mismatch for ...") on the lines after its header.

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from dialogtune.config import DataConfig, GENERATION_DEFAULTS
+from dialogtune.config import DataConfig
 from dialogtune.data import SUFFIXES, load_split, read_utf8
 from dialogtune.errors import DialogtuneError
-from dialogtune.generate import generate, generation_config
-from dialogtune.prompts import PromptTemplate
+from dialogtune.inference import Summarizer
 
 
 def read_dialogues(text: str | None, file: str | None) -> tuple[list[str], list[str] | None]:
@@ -34,25 +34,18 @@ def read_dialogues(text: str | None, file: str | None) -> tuple[list[str], list[
 
 
 def summarize_inputs(
-    text: str | None, file: str | None, model_name: str | None, run_folder: str | None, batch_size: int = 16
+    text: str | None, file: str | None, model_name: str | None, run_folder: str | None, batch_size: int | None = None
 ) -> Iterator[str]:
     """Yield one summary per dialogue; JSON lines with ids when the input was a data file."""
-    from dialogtune import runs
-    from dialogtune.evaluation import load_for_generation
-    from dialogtune.modeling import load_base, load_tokenizer
-
     if (model_name is None) == (run_folder is None):
         raise DialogtuneError("pass exactly one of --model (a base model) or --run (a trained run folder)")
     dialogues, ids = read_dialogues(text, file)
-    if run_folder is not None:
-        run = runs.read_run(run_folder)
-        model, tokenizer = load_for_generation(run)
-        template, settings, max_len = run.prompt, run.config.generation_args(), run.config.data.max_source_length
-    else:
-        model, tokenizer = load_base(model_name), load_tokenizer(model_name)
-        template, settings, max_len = PromptTemplate(), dict(GENERATION_DEFAULTS), 512
-    prompts = [template.format(d) for d in dialogues]
-    summaries = generate(model, tokenizer, prompts, generation_config(settings, tokenizer), batch_size, max_len, progress=False)
+    summarizer = Summarizer.from_run(run_folder) if run_folder is not None else Summarizer.from_base(model_name)
+    if batch_size is not None:
+        if batch_size <= 0:
+            raise DialogtuneError(f"--batch-size is {batch_size}; it must be positive")
+        summarizer.settings = dataclasses.replace(summarizer.settings, batch_size=batch_size)
+    summaries = summarizer.summarize(dialogues)
     if ids is None:
         yield from summaries
     else:

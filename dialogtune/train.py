@@ -17,8 +17,9 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 from dialogtune import runs
-from dialogtune.checkpoints import CheckpointingTrainer, last_complete, prune
-from dialogtune.config import Config, read_yaml
+from dialogtune.runs import Plan, RunFolder, Status
+from dialogtune.checkpoints import CheckpointingTrainer
+from dialogtune.config import TRAINED_METHODS, Config
 from dialogtune.data import load_split
 from dialogtune.errors import DialogtuneError
 from dialogtune.modeling import apply_lora, describe_parameters, load_base, load_tokenizer, parameter_counts, size_on_disk
@@ -100,7 +101,7 @@ class Setup:
 
 def prepare(config: Config) -> Setup:
     """Load data, tokenise, and load a fresh base (wrapped with LoRA for `lora`)."""
-    if config.method not in ("full", "lora"):
+    if config.method not in TRAINED_METHODS:
         raise DialogtuneError(f"`method` is {config.method!r}; training needs full or lora (original has nothing to train)")
     set_seed(config.seed)
     template = PromptTemplate(config.prompt.template)
@@ -131,15 +132,16 @@ def make_trainer(setup: Setup, config: Config, folder: Path) -> Seq2SeqTrainer:
 
 def fit(
     setup: Setup, config: Config, folder: str | Path, overwrite: bool = False, checkpoint: Path | None = None
-) -> runs.Run:
+) -> RunFolder:
     """Run the trainer on a prepared setup (from `checkpoint` if given) and save the result as a run folder."""
     folder = Path(folder)
     if checkpoint is None:
-        runs.start_run(folder, config, setup.template, overwrite=overwrite)
+        run = RunFolder.create(folder, config, overwrite=overwrite)
         shutil.rmtree(folder / runs.CHECKPOINTS, ignore_errors=True)
         (folder / runs.TRAIN_LOG).unlink(missing_ok=True)
     else:
         log.info("resuming from %s", checkpoint)
+        run = runs.read_run(folder)
         _trim_log(folder / runs.TRAIN_LOG, int(checkpoint.name.split("-")[-1]))
     trainable, total = parameter_counts(setup.model)
     # transformers 5 takes the TensorBoard folder from this variable only; default to the run folder
@@ -150,9 +152,13 @@ def fit(
     trainer = make_trainer(setup, config, folder)
     args = trainer.args
     _reset_peak_memory()
+    run.update(Status.TRAINING)
     started = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        run.update(Status.FAILED)  # a rerun of the same command resumes from the last complete checkpoint
+        raise
     finally:
         if previous is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
@@ -163,9 +169,8 @@ def fit(
     if args.max_steps <= 0:
         examples_seen = min(examples_seen, math.ceil(args.num_train_epochs) * len(setup.dataset))
     tokens_seen = examples_seen * stats.tokens / max(1, stats.examples)
-    runs.update_metadata(
-        folder,
-        status="trained",
+    run.update(
+        Status.TRAINED,
         trained=runs.now(),
         trainable_params=trainable,
         total_params=total,
@@ -180,28 +185,7 @@ def fit(
         tokens=stats.as_dict(),
         resumed_from=str(checkpoint) if checkpoint else None,
     )
-    return runs.read_run(folder)
-
-
-def resume_point(config: Config, folder: Path, overwrite: bool = False) -> Path | None:
-    """The checkpoint an unfinished run in `folder` can continue from, if it was started with the same config."""
-    if overwrite or not runs.is_run(folder) or (folder / runs.METRICS).exists():
-        return None
-    if runs.status(folder) != "started":
-        return None
-    checkpoints = folder / runs.CHECKPOINTS
-    prune(checkpoints, keep=None)  # a checkpoint the kill interrupted is never picked up
-    checkpoint = last_complete(checkpoints)
-    if checkpoint is None:
-        return None
-    if not runs.same_config(folder, config):
-        previous = read_yaml(folder / runs.CONFIG)
-        changed = sorted(k for k in set(previous) | set(config.to_dict()) if previous.get(k) != config.to_dict().get(k))
-        raise DialogtuneError(
-            f"{folder} holds an unfinished run with other settings ({', '.join(changed)}); rerun it with the same "
-            f"settings to resume from {checkpoint.name}, or pass --overwrite to start again"
-        )
-    return checkpoint
+    return run
 
 
 def _save_atomically(setup: Setup, config: Config, folder: Path) -> None:
@@ -219,7 +203,7 @@ def _save_atomically(setup: Setup, config: Config, folder: Path) -> None:
     staging.rmdir()
 
 
-def train(config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> runs.Run:
+def train(config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> RunFolder:
     """Train `config.method` (full or lora) into `folder`; returns the run, ready to evaluate.
 
     An unfinished run of the same config in `folder` continues from its last complete checkpoint,
@@ -228,7 +212,9 @@ def train(config: Config, folder: str | Path, overwrite: bool = False, resume: b
     folder = Path(folder)
     training_arguments(config, folder)  # fail on bad options before loading anything
     runs.check_output(folder, overwrite)
-    checkpoint = resume_point(config, folder, overwrite)
+    plan, checkpoint = RunFolder.plan(folder, config, overwrite)
+    if plan is not Plan.RESUME:
+        checkpoint = None  # a trained but unscored run is trained again: `train` was asked for
     if resume and checkpoint is None:
         log.warning("--resume: %s has no complete checkpoint of an unfinished run; starting from the beginning", folder)
     return fit(prepare(config), config, folder, overwrite=overwrite, checkpoint=checkpoint)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import FAST_TRAINING
-from dialogtune import evaluation
+from dialogtune import evaluation, inference
 from dialogtune.cli import main
 from dialogtune.metrics import METRICS
 from dialogtune.modeling import fingerprint, load_base
@@ -74,7 +74,7 @@ def test_evaluating_a_run_uses_the_prompt_it_was_trained_with(finished_run, monk
         seen.extend(prompts)
         return ["a summary"] * len(prompts)
 
-    monkeypatch.setattr(evaluation, "generate", fake_generate)
+    monkeypatch.setattr(inference, "generate", fake_generate)
     evaluation.evaluate_run(finished_run / "lora", progress=False)
     assert seen and all(p.startswith("DIALOG>> ") and p.endswith(" <<SUM") for p in seen)
 
@@ -118,7 +118,7 @@ def test_original_few_shot_prompts_carry_examples_from_the_train_split(tiny_mode
         seen.extend(prompts)
         return ["a summary"] * len(prompts)
 
-    monkeypatch.setattr(evaluation, "generate", fake_generate)
+    monkeypatch.setattr(inference, "generate", fake_generate)
     flags = [f"--{k}={v}" for k, v in FAST_TRAINING.items()]
     out = tmp_path / "fewshot"
     args = ["-q", "evaluate", "--method", "original", "--model", str(tiny_model), "--dataset", str(small_data), "--output", str(out), "--prompt.shots", "2"]

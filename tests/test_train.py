@@ -5,9 +5,9 @@ import torch
 from safetensors import safe_open
 
 from conftest import FAST_TRAINING
-from dialogtune.config import load_config
-from dialogtune.evaluation import load_for_generation
-from dialogtune.generate import generate, generation_config
+from dialogtune.configio import load_config
+from dialogtune.inference import BASE, Summarizer, generate, generation_config
+from dialogtune.errors import DialogtuneError
 from dialogtune.modeling import fingerprint, load_base
 from dialogtune.runs import read_run
 from dialogtune.train import fit, prepare
@@ -79,8 +79,9 @@ def test_saved_adapter_reloaded_into_fresh_base_gives_same_generations(lora_trai
     setup.model.eval()
     trained = generate(setup.model, setup.tokenizer, prompts, settings, progress=False)
     for merge in (False, True):
-        reloaded, tokenizer = load_for_generation(run, merge=merge)
-        assert generate(reloaded, tokenizer, prompts, settings, progress=False) == trained
+        summarizer = Summarizer.from_run(run, merge=merge)
+        assert summarizer.generate(prompts, max_new_tokens=10) == trained
+    reloaded = summarizer.model
     # The adapter matters: the untouched base scores the same input differently.
     enc = setup.tokenizer(prompts[:1], return_tensors="pt")
     decoder = torch.zeros((1, 1), dtype=torch.long)
@@ -90,13 +91,38 @@ def test_saved_adapter_reloaded_into_fresh_base_gives_same_generations(lora_trai
     assert not torch.allclose(base_logits, tuned_logits)
 
 
+def test_one_base_serves_several_adapters_each_as_its_own_run_would(lora_trained, tiny_model):
+    _, run, _, _ = lora_trained
+    dialogues = ["#Person1#: Where is the bank?\n#Person2#: Next to the post office.", "#Person1#: Hi.\n#Person2#: Hello."]
+    alone = Summarizer.from_run(run, merge=False)
+    base = Summarizer.from_base(str(tiny_model), run.config)
+    served = Summarizer.from_adapters(str(tiny_model), {"a": run.folder, "b": run.folder}, run.config)
+    assert served.summarize(dialogues, adapter="a") == alone.summarize(dialogues) == served.summarize(dialogues, adapter="b")
+    assert served.summarize(dialogues) == base.summarize(dialogues) == served.summarize(dialogues, adapter=BASE)
+    # The texts of this random tiny base say little, so compare what the model computes per adapter.
+    enc = served.tokenizer(served.prompts(dialogues), return_tensors="pt", padding=True)
+    start = torch.zeros((2, 1), dtype=torch.long)
+
+    def logits(summarizer, **kwargs):
+        with torch.no_grad():
+            return summarizer.model(**enc, decoder_input_ids=start, **kwargs).logits
+
+    assert torch.allclose(logits(served, adapter_names=["a", "b"]), logits(alone), atol=1e-5)
+    assert torch.allclose(logits(served, adapter_names=[BASE, BASE]), logits(base), atol=1e-5)
+    assert not torch.allclose(logits(alone), logits(base), atol=1e-3), "the adapter must change the model"
+    with pytest.raises(DialogtuneError, match="unknown adapter 'c'"):
+        served.summarize(dialogues, adapter="c")
+    with pytest.raises(DialogtuneError, match="not allowed"):
+        Summarizer.from_adapters(str(tiny_model), {"my_lora_x": run.folder})
+
+
 def test_full_training_changes_weights_and_saves_a_loadable_model(tiny_model, small_data, tmp_path):
     config = _config(tiny_model, small_data, tmp_path, "full")
     setup = prepare(config)
     before = fingerprint(setup.model)
     run = fit(setup, config, config.output)
     assert (run.folder / "model.safetensors").is_file() and not (run.folder / "adapter_config.json").exists()
-    reloaded, _ = load_for_generation(read_run(run.folder))
+    reloaded = Summarizer.from_run(run.folder).model
     assert fingerprint(reloaded) == fingerprint(setup.model) != before
     assert run.metadata["trainable_params"] == run.metadata["total_params"]
     assert fingerprint(load_base(str(tiny_model))) == before, "the base model folder was modified"
