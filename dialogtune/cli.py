@@ -83,7 +83,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--overwrite", action="store_true", help="redo runs already finished in --out")
 
     p = sub.add_parser("score", help="score any system's predictions against references")
-    p.add_argument("--predictions", help="text file (one summary per line) or JSONL with id, prediction")
+    p.add_argument("--predictions", help="text file (one summary per line) or JSONL with id and prediction (or summary); "
+                   "the format is read from the content, .gz allowed")
+    p.add_argument("--prediction-key", metavar="NAME", help="the JSONL field holding the prediction (default: prediction, then summary)")
     p.add_argument("--prediction-field", help="score this reference (e.g. summary1) against the others instead")
     p.add_argument("--references", required=True, help="any file the data loader reads")
     schema_flag(p, "--protocol", "evaluation.protocol")
@@ -176,7 +178,8 @@ def cmd_score(args: argparse.Namespace, extra: dict[str, Any]) -> None:
     protocol = or_default(args.protocol, "evaluation.protocol")
     resamples = or_default(args.resamples, "evaluation.bootstrap_resamples")
     seed = {} if args.seed is None else {"seed": args.seed}  # else score_files' own fixed seed
-    result = score_files(args.predictions, args.references, protocol, resamples, prediction_field=args.prediction_field, **seed)
+    result = score_files(args.predictions, args.references, protocol, resamples, prediction_field=args.prediction_field,
+                         prediction_key=args.prediction_key, **seed)
     print(score_table(result))
     if args.output:
         from dialogtune.runs import write_json

@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import pytest
@@ -48,7 +49,6 @@ def test_score_jsonl_predictions_align_by_id(refs, tmp_path):
 @pytest.mark.parametrize(
     "content, suffix, fragment",
     [
-        ("only one line\n", ".txt", "has 1 lines but"),
         ('{"id": "a", "prediction": "x"}\n', ".jsonl", "no prediction for 1 ids, e.g. b"),
         ('{"id": "a"}\n', ".jsonl", "line 1 needs JSON with `id` and `prediction`"),
     ],
@@ -58,6 +58,98 @@ def test_misaligned_predictions_are_refused(refs, tmp_path, capsys, content, suf
     preds.write_text(content)
     assert main(["score", "--predictions", str(preds), "--references", str(refs)]) == 2
     assert fragment in capsys.readouterr().err
+
+
+def _score(args, out):
+    """Exit code of `dialogtune score ARGS --output OUT`, and the rouge1 score written there (None on error)."""
+    code = main(["-q", "score", *args, "--output", str(out)])
+    return code, json.loads(out.read_text())["rouge"]["rouge1"]["score"] if code == 0 else None
+
+
+# Rows in the reverse of the references' order: read as plain text they would not line up.
+JSONL_ROWS = [{"id": "b", "prediction": "A room is booked."}, {"id": "a", "prediction": "Tom says hello."}]
+
+
+@pytest.mark.parametrize("name", ["p.json", "p.JSONL", "p.jsonl.gz", "p.txt"])
+def test_jsonl_is_recognised_by_content_not_name(refs, tmp_path, caplog, name):
+    text = "".join(json.dumps(row) + "\n" for row in JSONL_ROWS).encode()
+    preds = tmp_path / name
+    preds.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    assert _score(["--predictions", str(preds), "--references", str(refs), "--protocol", "max"], tmp_path / "s.json") == (0, pytest.approx(100.0))
+    noted = [r.getMessage() for r in caplog.records if "read as JSONL" in r.getMessage()]
+    assert len(noted) == (1 if name == "p.txt" else 0)  # a .txt holding JSON lines is worth a note; .json is not
+
+
+def test_summarize_output_is_scored_as_it_is(refs, tmp_path, monkeypatch):
+    """The exact lines `dialogtune summarize --file` prints ({id, summary}), saved as .txt, raw U+2028 included."""
+    from dialogtune import summarize
+
+    class Fake:
+        def summarize(self, dialogues):
+            return ["Tom says\u2028hello." if "Tom" in d else "A room is booked." for d in dialogues]
+
+    monkeypatch.setattr(summarize.Summarizer, "from_base", classmethod(lambda cls, name: Fake()))
+    lines = list(summarize.summarize_inputs(None, str(refs), "any-model", None))
+    assert json.loads(lines[0]).keys() == {"id", "summary"}  # the format this test stands for
+    preds = tmp_path / "summaries.txt"
+    preds.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
+    assert _score(["--predictions", str(preds), "--references", str(refs), "--protocol", "max"], tmp_path / "s.json") == (0, pytest.approx(100.0))
+
+
+def test_prediction_field_defaults_and_prediction_key(refs, tmp_path):
+    both = write_jsonl(tmp_path / "both.jsonl", [{**row, "summary": "unrelated words"} for row in JSONL_ROWS])
+    assert _score(["--predictions", str(both), "--references", str(refs), "--protocol", "max"], tmp_path / "s.json") == (0, pytest.approx(100.0))
+    named = write_jsonl(tmp_path / "named.jsonl", [{"id": row["id"], "output": row["prediction"], "prediction": "x"} for row in JSONL_ROWS])
+    args = ["--predictions", str(named), "--references", str(refs), "--protocol", "max", "--prediction-key", "output"]
+    assert _score(args, tmp_path / "s.json") == (0, pytest.approx(100.0))
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ('{"id": "a", "output": "x"}\n{"id": "b", "prediction": "y"}\n', "line 2 needs JSON with `id` and `output`"),
+        ("Tom says hello.\nA room is booked.\n", "--prediction-key output needs JSONL predictions"),
+    ],
+)
+def test_prediction_key_problems_are_refused(refs, tmp_path, capsys, content, fragment):
+    preds = tmp_path / "p.txt"
+    preds.write_text(content)
+    assert main(["-q", "score", "--predictions", str(preds), "--references", str(refs), "--prediction-key", "output"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "ids, fragment",
+    [
+        (["a", "b", "a"], "line 3 repeats id a (first on line 1)"),
+        (["a", "b", "zz"], "refs.jsonl does not, e.g. zz"),
+        (["a"], "no prediction for 1 ids, e.g. b"),
+    ],
+)
+def test_id_problems_name_the_id(refs, tmp_path, capsys, ids, fragment):
+    preds = write_jsonl(tmp_path / "p.json", [{"id": i, "prediction": "Tom says hello."} for i in ids])
+    assert main(["-q", "score", "--predictions", str(preds), "--references", str(refs)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert err.count("\n") == 1 and err.startswith("dialogtune: error:")
+
+
+def test_plain_text_splits_on_newlines_only(refs, tmp_path):
+    """U+2028 is a line break to str.splitlines, not to the file's author; CRLF and the final newline are fine."""
+    preds = tmp_path / "p.txt"
+    preds.write_bytes("Tom says\u2028hello.\r\nA room is booked.\r\n".encode())
+    expected = (_f("Tom says hello.", "Tom says hello.") + _f("Someone books a room.", "A room is booked.")) / 2
+    args = ["--predictions", str(preds), "--references", str(refs), "--protocol", "field:summary1"]
+    assert _score(args, tmp_path / "s.json") == (0, pytest.approx(expected))
+
+
+def test_line_count_mismatch_names_both_counts_and_suggests_ids(refs, tmp_path, capsys):
+    preds = tmp_path / "p.txt"
+    preds.write_text("only one line\n")
+    assert main(["score", "--predictions", str(preds), "--references", str(refs)]) == 2
+    err = capsys.readouterr().err
+    assert "has 1 lines but" in err and "has 2 dialogues" in err and "JSONL" in err and "`id`" in err
 
 
 def test_bad_protocol_is_refused(refs, tmp_path, capsys):
@@ -107,3 +199,22 @@ def test_scores_match_rouge_summary_exactly(refs, tmp_path, protocol):
     )
     result = score_files(preds, refs, protocol=protocol, resamples=300, seed=3)
     assert {key: result[key] for key in expected} == expected  # same CIs from the same seed, same lengths
+
+
+def test_real_dialogsum_predictions_read_alike_as_text_and_as_json(tmp_path):
+    """summary1 of the real test set scored as plain text and as JSONL misnamed .json: the same scores."""
+    from dialogtune.config import DataConfig
+    from dialogtune.data import load_split
+    from dialogtune.scoring import score_files
+
+    test_file = shared_path("dialogsum", "dialogsum.test.jsonl")
+    records = load_split(DataConfig(dataset=str(test_file), loader="local"), "test")
+    summaries = [r["references"][r["reference_names"].index("summary1")] for r in records]
+    as_text = tmp_path / "summary1.txt"
+    as_text.write_text("".join(s + "\n" for s in summaries), encoding="utf-8")
+    as_json = write_jsonl(tmp_path / "summary1.json", [{"id": r["id"], "prediction": s} for r, s in zip(records, summaries)][::-1])
+    text_result = score_files(as_text, test_file, resamples=200)
+    json_result = score_files(as_json, test_file, resamples=200)
+    assert text_result["num_examples"] == json_result["num_examples"] == 500
+    assert json_result["rouge"] == text_result["rouge"]  # same code path after reading, same machine: exact
+    assert round(text_result["rouge"]["rouge1"]["score"], 2) == 68.92  # summary1 is one of the mean's references
