@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dialogtune.significance import bootstrap_ci
+
 # An output is "repetitive" when more than 30% of its word 3-grams repeat a 3-gram seen earlier in it.
 # A fluent 20-word summary repeats no 3-gram, or one once (~5%); a generation stuck in a loop
 # ("he says he will go he says he will go ...") scores 40-90%, and a phrase said twice in a row 35%+.
@@ -35,9 +37,14 @@ def _check_parallel(name_a: str, a: Sequence, name_b: str, b: Sequence) -> None:
         raise ValueError(f"`{name_a}` has {len(a)} entries but `{name_b}` has {len(b)}; pass one per example.")
 
 
-def by_topic(scores: np.ndarray, topics: Sequence[str], top: int = 10) -> list[dict]:
+def by_topic(
+    scores: np.ndarray, topics: Sequence[str], top: int = 10, min_count: int = 1,
+    n_resamples: int | None = None, seed: int = 0,
+) -> list[dict]:
     """Mean score of the ``top`` most frequent topics: ``[{"topic", "count", "score"}]``, most frequent first.
 
+    Only topics with at least ``min_count`` examples are listed: a mean over three dialogues says little.
+    With ``n_resamples``, each row also has ``"ci"``, a bootstrap 95% interval of its mean.
     Ties in frequency are broken by topic name so the table is stable between runs.
     """
     values = np.asarray(scores, dtype=np.float64)
@@ -45,12 +52,30 @@ def by_topic(scores: np.ndarray, topics: Sequence[str], top: int = 10) -> list[d
     if top < 1:
         raise ValueError(f"`top` must be >= 1; got {top}.")
     counts = Counter(topics)
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))[:top]
+    ranked = sorted(((t, c) for t, c in counts.items() if c >= min_count), key=lambda item: (-item[1], str(item[0])))[:top]
     topic_array = np.asarray(topics, dtype=object)
-    return [
-        {"topic": topic, "count": count, "score": float(values[topic_array == topic].mean())}
-        for topic, count in ranked
-    ]
+    rows = []
+    for topic, count in ranked:
+        mine = values[topic_array == topic]
+        row = {"topic": topic, "count": count, "score": float(mine.mean())}
+        if n_resamples is not None:
+            row["ci"] = list(bootstrap_ci(mine, n_resamples=n_resamples, seed=seed))
+        rows.append(row)
+    return rows
+
+
+def quantile_edges(lengths: Sequence[int], parts: int = 4) -> list[int]:
+    """Bucket edges for :func:`by_length` at the data's own quantiles (quartiles by default).
+
+    Each edge is a length that occurs in the data (``method="higher"``) and exceeds the shortest one, so
+    every bucket holds at least one example: fixed edges put all of a corpus of short dialogues in one
+    bucket and leave the rest empty. All lengths equal gives no edges (one bucket).
+    """
+    values = np.asarray(lengths, dtype=np.int64)
+    if values.size == 0:
+        return []
+    cuts = np.quantile(values, [i / parts for i in range(1, parts)], method="higher")
+    return sorted({int(c) for c in cuts if c > values.min()})
 
 
 def by_length(
@@ -60,16 +85,17 @@ def by_length(
 
     With the default edges the buckets are ``<100``, ``100-199``, ``200-299``, ``300-399`` and ``>=400``
     (e.g. dialogue length in words). Every bucket is listed so tables line up across runs; an empty one has
-    ``count`` 0 and ``score`` None (None rather than NaN so the result stays valid JSON).
+    ``count`` 0 and ``score`` None (None rather than NaN so the result stays valid JSON). No edges gives one
+    bucket, ``all``.
     """
     values = np.asarray(scores, dtype=np.float64)
     _check_parallel("scores", values, "lengths", lengths)
     edges = [int(e) for e in edges]
-    if not edges or any(lo >= hi for lo, hi in zip(edges, edges[1:])):
-        raise ValueError(f"`edges` must be a non-empty, strictly increasing list of lengths; got {edges}.")
+    if any(lo >= hi for lo, hi in zip(edges, edges[1:])):
+        raise ValueError(f"`edges` must be a strictly increasing list of lengths; got {edges}.")
     # np.digitize with right=False puts a length equal to an edge in the bucket that starts there.
     bucket_of = np.digitize(np.asarray(lengths, dtype=np.int64), edges)
-    labels = [f"<{edges[0]}"] + [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f">={edges[-1]}"]
+    labels = ["all"] if not edges else [f"<{edges[0]}"] + [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f">={edges[-1]}"]
     rows = []
     for b, label in enumerate(labels):
         mask = bucket_of == b

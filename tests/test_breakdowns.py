@@ -13,6 +13,7 @@ from dialogtune.breakdowns import (
     degenerate_outputs,
     dialogue_turns,
     length_stats,
+    quantile_edges,
     repetition_share,
 )
 
@@ -32,6 +33,23 @@ def test_by_topic_orders_by_frequency_and_averages():
 def test_by_topic_breaks_ties_by_name():
     rows = by_topic(np.array([1.0, 2.0]), ["zoo", "art"])
     assert [row["topic"] for row in rows] == ["art", "zoo"]
+
+
+def test_by_topic_min_count_and_ci():
+    topics = ["work", "food", "work", "travel", "food", "work"]
+    scores = np.array([10.0, 40.0, 20.0, 90.0, 60.0, 30.0])
+    rows = by_topic(scores, topics, min_count=2, n_resamples=200, seed=1)
+    assert [row["topic"] for row in rows] == ["work", "food"]
+    assert rows[0]["ci"][0] <= rows[0]["score"] <= rows[0]["ci"][1] and rows[0]["ci"][0] >= 10.0
+    assert "ci" not in by_topic(scores, topics)[0]
+
+
+def test_quantile_edges_fill_every_bucket_of_short_dialogues():
+    lengths = [12, 15, 15, 18, 20, 22, 25, 31, 40]  # all under the old fixed 100-word first edge
+    edges = quantile_edges(lengths)
+    rows = by_length(np.arange(len(lengths), dtype=float), lengths, edges)
+    assert len(rows) == 4 and all(row["count"] > 0 for row in rows)
+    assert quantile_edges([7, 7, 7]) == [] and by_length(np.ones(3), [7, 7, 7], []) == [{"bucket": "all", "count": 3, "score": 1.0}]
 
 
 def test_by_length_buckets_and_edges():

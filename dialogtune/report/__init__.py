@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune import runs
+from dialogtune.errors import DialogtuneError
 from dialogtune.report.analysis import Analysis, analyse, build_report
 from dialogtune.report.htmlpage import to_html
 from dialogtune.report.markdown import rouge_table, to_markdown
@@ -18,11 +19,25 @@ from dialogtune.report.markdown import rouge_table, to_markdown
 __all__ = ["Analysis", "analyse", "build_report", "rouge_table", "to_html", "to_markdown", "write_report"]
 
 
-def write_report(folders: list[str | Path], output: str | Path, num_examples: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Write report.json, report.md and report.html into `output`; returns the report data."""
+def write_report(
+    folders: list[str | Path], output: str | Path, num_examples: int = 5, seed: int = 0, *,
+    min_topic_count: int | None = None, allow_mixed: bool = False,
+) -> dict[str, Any]:
+    """Write report.json, report.md and report.html into `output`; returns the report data.
+
+    Two or more runs of which no pair was scored alike (split, references, protocol, dialogues) are an
+    error unless `allow_mixed`: the report would then hold no paired test, only the reasons.
+    """
     output = Path(output)
-    analysis = analyse(folders, num_examples, seed)
-    runs.write_json(output / "report.json", analysis.report)
-    runs.write_text(output / "report.md", to_markdown(analysis.report) + "\n")
-    runs.write_text(output / "report.html", to_html(analysis.report, analysis.generated_words))
-    return analysis.report
+    analysis = analyse(folders, num_examples, seed, min_topic_count)
+    report = analysis.report
+    if len(report["runs"]) > 1 and not report["comparisons"] and not allow_mixed:
+        reasons = "; ".join(f"{n['a']} vs {n['b']}: {n['reason']}" for n in report["not_compared"])
+        raise DialogtuneError(
+            f"no two runs were scored alike, so none can be compared ({reasons}); evaluate them on the same split, "
+            "references and protocol, or pass --allow-mixed to write the report without paired tests"
+        )
+    runs.write_json(output / "report.json", report)
+    runs.write_text(output / "report.md", to_markdown(report) + "\n")
+    runs.write_text(output / "report.html", to_html(report, analysis.generated_words))
+    return report

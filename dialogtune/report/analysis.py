@@ -1,8 +1,9 @@
 """The analysis behind a comparison report: runs, paired differences and sample outputs, as data.
 
-Each run folder's predictions are read once and scored once (per-example ROUGE); everything else here,
-the breakdowns, the paired tests and the examples, is derived from those two. The headline ROUGE numbers
-and their CIs come from the run's metrics.json, so the report shows the same numbers evaluation wrote.
+Each run folder's predictions are read once and scored once (per-example ROUGE and unsupported facts);
+everything else here, the breakdowns, the paired tests and the examples, is derived from those. The
+headline ROUGE numbers and their CIs come from the run's metrics.json, so the report shows the same
+numbers evaluation wrote. Runs are paired only when they were scored alike (:mod:`.comparability`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,23 @@ from typing import Any
 import numpy as np
 
 from dialogtune import runs
-from dialogtune.breakdowns import by_length, by_topic, degenerate_outputs, length_stats
+from dialogtune.breakdowns import by_length, by_topic, degenerate_outputs, length_stats, quantile_edges
 from dialogtune.errors import DialogtuneError
+from dialogtune.faithfulness import faithfulness_summary, paired_faithfulness
 from dialogtune.metrics import METRICS, per_example_scores
+from dialogtune.report.comparability import why_not_comparable
 from dialogtune.significance import paired_test
 
 HEADLINE = "rouge1"  # the metric the breakdowns use
-LENGTH_EDGES = (100, 150, 200, 300)  # dialogue length buckets, in words
+LENGTH_PARTS = 4  # dialogue length buckets: quartiles of the evaluated dialogues' word counts
 
 
 @dataclass(frozen=True)
 class Analysis:
     """What the renderers draw from.
 
-    ``report`` is the report.json contract: ``{"runs", "comparisons", "examples"}``. ``generated_words``
+    ``report`` is the report.json contract: ``{"runs", "comparisons", "not_compared", "human_faithfulness",
+    "examples"}``. ``generated_words``
     maps each run's name to the word count of every summary it generated, for the length histogram; it is
     kept out of ``report`` because report.json is read by other tools and one number per dialogue per run
     would swamp it.
@@ -44,9 +48,22 @@ class _LoadedRun:
     metrics: dict[str, Any]
     predictions: list[dict[str, Any]]
     scores: dict[str, np.ndarray]  # per-example ROUGE, by metric
+    faithfulness: dict[str, Any]  # faithfulness_summary of its predictions, per-example counts included
+
+    @property
+    def resamples(self) -> int:
+        return int(self.run.config.evaluation.bootstrap_resamples)
 
 
-def _load(folder: Path) -> _LoadedRun:
+def _figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """A faithfulness summary for report.json: the totals and CIs, not the per-example lists."""
+    def rounded(v: Any) -> Any:
+        return round(v, 4) if isinstance(v, float) else [rounded(x) for x in v] if isinstance(v, list) else v
+
+    return {k: rounded(v) for k, v in summary.items() if k != "per_example"}
+
+
+def _load(folder: Path, seed: int) -> _LoadedRun:
     run = runs.read_run(folder)
     metrics = run.metrics
     if metrics is None:
@@ -59,10 +76,14 @@ def _load(folder: Path) -> _LoadedRun:
         protocol=metrics.get("protocol", "mean"),
         reference_names=[p.get("reference_names") or [] for p in predictions],
     )
-    return _LoadedRun(run, metrics, predictions, scores)
+    resamples = int(run.config.evaluation.bootstrap_resamples)
+    faithful = faithfulness_summary(
+        [p["prediction"] for p in predictions], [p.get("dialogue", "") for p in predictions], resamples, seed
+    )
+    return _LoadedRun(run, metrics, predictions, scores, faithful)
 
 
-def _run_entry(item: _LoadedRun) -> dict[str, Any]:
+def _run_entry(item: _LoadedRun, edges: list[int], min_topic_count: int, seed: int) -> dict[str, Any]:
     run, metrics, meta, predictions = item.run, item.metrics, item.run.metadata, item.predictions
     total = meta.get("total_params")
     trainable = meta.get("trainable_params", 0)
@@ -87,8 +108,12 @@ def _run_entry(item: _LoadedRun) -> dict[str, Any]:
         "gen_len": metrics.get("gen_len"),
         "summaries_per_second": meta.get("summaries_per_second"),
         "lengths": length_stats([p["prediction"] for p in predictions], [p["references"] for p in predictions]),
-        "by_topic": by_topic(item.scores[HEADLINE], [p.get("topic") or "(none)" for p in predictions]),
-        "by_length": by_length(item.scores[HEADLINE], [len(p.get("dialogue", "").split()) for p in predictions], LENGTH_EDGES),
+        "by_topic": by_topic(
+            item.scores[HEADLINE], [p.get("topic") or "(none)" for p in predictions],
+            min_count=min_topic_count, n_resamples=item.resamples, seed=seed,
+        ),
+        "by_length": by_length(item.scores[HEADLINE], [len(p.get("dialogue", "").split()) for p in predictions], edges),
+        "faithfulness": _figures(item.faithfulness),
         "degenerate": degenerate_outputs(
             [p["prediction"] for p in predictions],
             [p.get("dialogue", "") for p in predictions],
@@ -97,19 +122,32 @@ def _run_entry(item: _LoadedRun) -> dict[str, Any]:
     }
 
 
-def _comparison(a: _LoadedRun, b: _LoadedRun, seed: int) -> dict[str, Any] | None:
-    """a minus b on the same dialogues, per metric, with a paired test; None if they differ in examples."""
-    if [p["id"] for p in a.predictions] != [p["id"] for p in b.predictions]:
-        return None
-    return {
+def _comparison(a: _LoadedRun, b: _LoadedRun, seed: int) -> dict[str, Any]:
+    """a minus b on the same dialogues, per metric and in unsupported facts, with paired tests.
+
+    The resamples are the runs' `evaluation.bootstrap_resamples`; when the two differ the smaller is used
+    and ``note`` says so.
+    """
+    n = min(a.resamples, b.resamples)
+    result = {
         "a": a.run.name,
         "b": b.run.name,
-        "metrics": {m: paired_test(a.scores[m], b.scores[m], seed=seed) for m in METRICS},
+        "n_resamples": n,
+        "metrics": {m: paired_test(a.scores[m], b.scores[m], n_resamples=n, seed=seed) for m in METRICS},
+        "faithfulness": paired_faithfulness(
+            [e["unsupported"] for e in a.faithfulness["per_example"]],
+            [e["unsupported"] for e in b.faithfulness["per_example"]],
+            n_resamples=n, seed=seed,
+        ),
     }
+    if a.resamples != b.resamples:
+        result["note"] = f"evaluation.bootstrap_resamples differ ({a.resamples} vs {b.resamples}); used {n}"
+    return result
 
 
-def _comparisons(items: list[_LoadedRun], seed: int) -> list[dict[str, Any]]:
-    """Every run against the original model, and LoRA against full fine-tuning, where both exist."""
+def _pairs(items: list[_LoadedRun]) -> list[tuple[_LoadedRun, _LoadedRun]]:
+    """Every run against the original model, and LoRA against full fine-tuning, where both exist;
+    failing both (e.g. two LoRA runs), every later run against the first."""
     by_method: dict[str, _LoadedRun] = {}
     for item in items:
         by_method.setdefault(item.run.method, item)
@@ -119,43 +157,85 @@ def _comparisons(items: list[_LoadedRun], seed: int) -> list[dict[str, Any]]:
         pairs += [(item, baseline) for item in items if item is not baseline]
     if "lora" in by_method and "full" in by_method:
         pairs.append((by_method["lora"], by_method["full"]))
-    comparisons = [_comparison(a, b, seed) for a, b in pairs]
-    return [c for c in comparisons if c is not None]
+    return pairs or [(item, items[0]) for item in items[1:]]
 
 
-def _examples(items: list[_LoadedRun], num_examples: int, seed: int) -> list[dict[str, Any]]:
-    """Up to `num_examples` dialogues every run predicted, chosen reproducibly by `seed`, side by side."""
+def _comparisons(items: list[_LoadedRun], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """(paired comparisons, pairs left out with the reason): only runs scored alike are paired."""
+    compared, left_out = [], []
+    for a, b in _pairs(items):
+        reason = why_not_comparable(a.metrics, a.predictions, b.metrics, b.predictions)
+        if reason is None:
+            compared.append(_comparison(a, b, seed))
+        else:
+            left_out.append({"a": a.run.name, "b": b.run.name, "reason": reason})
+    return compared, left_out
+
+
+def _human(items: list[_LoadedRun], seed: int) -> dict[str, Any]:
+    """Faithfulness of each dialogue's first reference (the floor), over the first run's dialogues."""
+    predictions = items[0].predictions
+    resamples = min(i.resamples for i in items)
+    return faithfulness_summary(
+        [p["references"][0] for p in predictions], [p.get("dialogue", "") for p in predictions], resamples, seed
+    )
+
+
+def _flagged(predictions: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return {p["id"]: e["flagged"] for p, e in zip(predictions, summary["per_example"])}
+
+
+def _examples(items: list[_LoadedRun], human: dict[str, Any], num_examples: int, seed: int) -> list[dict[str, Any]]:
+    """Up to `num_examples` dialogues every run predicted, chosen reproducibly by `seed`, side by side,
+    with the unsupported facts of each summary (``unsupported``: "human" and each run's name -> facts)."""
     common = set.intersection(*({p["id"] for p in i.predictions} for i in items))
     chosen = sorted(random.Random(seed).sample(sorted(common), min(num_examples, len(common))))
     lookup = [{p["id"]: p for p in i.predictions} for i in items]
+    flags = {"human": _flagged(items[0].predictions, human)}
+    flags.update({i.run.name: _flagged(i.predictions, i.faithfulness) for i in items})
     return [
         {
             "id": ex_id,
             "dialogue": lookup[0][ex_id].get("dialogue", ""),
             "human": lookup[0][ex_id]["references"][0],
             "predictions": {item.run.name: table[ex_id]["prediction"] for item, table in zip(items, lookup)},
+            "unsupported": {name: by_id[ex_id] for name, by_id in flags.items()},
         }
         for ex_id in chosen
     ]
 
 
-def analyse(folders: list[str | Path], num_examples: int = 5, seed: int = 0) -> Analysis:
-    """Read and score each run folder once; return the report data and what the charts need besides."""
+def analyse(
+    folders: list[str | Path], num_examples: int = 5, seed: int = 0, min_topic_count: int | None = None
+) -> Analysis:
+    """Read and score each run folder once; return the report data and what the charts need besides.
+
+    `min_topic_count` defaults to the first run's `report.min_topic_count`.
+    """
     if not folders:
         raise DialogtuneError("compare needs at least one run folder")
-    items = [_load(Path(f)) for f in folders]
+    items = [_load(Path(f), seed) for f in folders]
     names = [i.run.name for i in items]
     if len(set(names)) != len(names):
         raise DialogtuneError(f"runs to compare share a name ({', '.join(names)}); give each run its own folder name")
+    if min_topic_count is None:
+        min_topic_count = items[0].run.config.report.min_topic_count
+    # One set of length buckets for every run, from all the dialogues evaluated, so the rows line up.
+    lengths = {p["id"]: len(p.get("dialogue", "").split()) for i in items for p in i.predictions}
+    edges = quantile_edges(list(lengths.values()), LENGTH_PARTS)
+    compared, left_out = _comparisons(items, seed)
+    human = _human(items, seed)
     report = {
-        "runs": [_run_entry(i) for i in items],
-        "comparisons": _comparisons(items, seed),
-        "examples": _examples(items, num_examples, seed),
+        "runs": [_run_entry(i, edges, min_topic_count, seed) for i in items],
+        "comparisons": compared,
+        "not_compared": left_out,
+        "human_faithfulness": {"of": names[0], "reference": "first reference of each dialogue", **_figures(human)},
+        "examples": _examples(items, human, num_examples, seed),
     }
     words = {i.run.name: [len(p["prediction"].split()) for p in i.predictions] for i in items}
     return Analysis(report, words)
 
 
-def build_report(folders: list[str | Path], num_examples: int = 5, seed: int = 0) -> dict[str, Any]:
+def build_report(folders: list[str | Path], num_examples: int = 5, seed: int = 0, min_topic_count: int | None = None) -> dict[str, Any]:
     """The report as data: runs, pairwise comparisons, and reproducibly chosen examples."""
-    return analyse(folders, num_examples, seed).report
+    return analyse(folders, num_examples, seed, min_topic_count).report

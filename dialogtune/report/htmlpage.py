@@ -5,9 +5,11 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from dialogtune.faithfulness import Fact, mark_html
 from dialogtune.metrics import METRICS
 from dialogtune.report.charts import bar_chart, length_histogram
-from dialogtune.report.formatting import comparison_text, fmt, human_bytes
+from dialogtune.report.formatting import LEGEND, comparison_text, faithfulness_comparison_text, faithfulness_rows, fmt
+from dialogtune.report.formatting import human_bytes, not_compared_text, scored_on, scored_on_text
 
 
 def _run_row(r: dict[str, Any]) -> str:
@@ -19,33 +21,59 @@ def _run_row(r: dict[str, Any]) -> str:
     )
 
 
+def _marked(text: str, facts: list[dict[str, Any]]) -> str:
+    return mark_html(text, [Fact(**f) for f in facts])
+
+
 def _example(ex: dict[str, Any]) -> str:
-    preds = "".join(f"<tr><th>{html.escape(n)}</th><td>{html.escape(t)}</td></tr>" for n, t in ex["predictions"].items())
+    flags = ex.get("unsupported", {})
+    preds = "".join(f"<tr><th>{html.escape(n)}</th><td>{_marked(t, flags.get(n, []))}</td></tr>" for n, t in ex["predictions"].items())
     return (
         f"<h3>{html.escape(ex['id'])}</h3><pre>{html.escape(ex['dialogue'])}</pre><table>"
-        f"<tr><th>human</th><td>{html.escape(ex['human'])}</td></tr>{preds}</table>"
+        f"<tr><th>human</th><td>{_marked(ex['human'], flags.get('human', []))}</td></tr>{preds}</table>"
+    )
+
+
+def _header(report: dict[str, Any]) -> str:
+    common, differing = scored_on(report)
+    line = html.escape(scored_on_text(common, code="")) or "no scoring setting is shared"
+    per_run = "".join(f"<li>{html.escape(n)}: {html.escape(scored_on_text(v, code=''))}</li>" for n, v in differing.items())
+    extra = f"<p>The runs differ in what they were scored on:</p><ul>{per_run}</ul>" if differing else ""
+    return f"<p>{line[0].upper()}{line[1:]}; F-measure in points with 95% bootstrap CIs.</p>{extra}"
+
+
+def _faithfulness(report: dict[str, Any]) -> str:
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in faithfulness_rows(report))
+    lines = "".join(f"<li>{html.escape(f'{t}: {d}')}</li>" for t, d in map(faithfulness_comparison_text, report["comparisons"]))
+    return (
+        "<h2>Faithfulness</h2><p>Facts (names, numbers, times, dates, codes) the dialogue does not support, per summary; "
+        "the human row is each dialogue's first reference, the floor.</p>"
+        f"<table><tr><th>run</th><th>facts checked</th><th>unsupported per summary [CI]</th><th>share with ≥1 [CI]</th></tr>{rows}</table>"
+        f"<ul>{lines}</ul>"
     )
 
 
 def to_html(report: dict[str, Any], generated_words: dict[str, list[int]]) -> str:
-    """The report page: ROUGE chart and table with cost, differences, length histogram and examples.
+    """The report page: ROUGE chart and table with cost, differences, faithfulness, length histogram and examples.
 
     `generated_words` (run name -> words per generated summary) feeds the histogram; see
     :class:`dialogtune.report.analysis.Analysis`.
     """
     rows = "".join(_run_row(r) for r in report["runs"])
     comps = "".join(f"<li>{html.escape(f'{title}: {detail}')}</li>" for title, detail in map(comparison_text, report["comparisons"]))
+    comps += "".join(f"<li>{html.escape(not_compared_text(n))}</li>" for n in report.get("not_compared", []))
     examples = "".join(_example(ex) for ex in report["examples"])
-    first = report["runs"][0]
+    legend = LEGEND.format(mark='<mark class="unsupported">like this</mark>')
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>dialogtune report</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:8px}}</style>
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:8px}}mark.unsupported{{background:#ffd6d6}}</style>
 </head><body><h1>dialogtune comparison</h1>
-<p>Split <code>{html.escape(str(first['split']))}</code>, {first['num_examples']} dialogues, ROUGE protocol <code>{html.escape(str(first['protocol']))}</code>; F-measure in points with 95% bootstrap CIs.</p>
+{_header(report)}
 {bar_chart(report)}
 <table><tr><th>run</th><th>method</th>{''.join(f'<th>{m}</th>' for m in METRICS)}<th>trainable</th><th>size</th><th>train s</th><th>tokens/s</th></tr>{rows}</table>
 <h2>Differences</h2><p>Paired test on the same dialogues; n.s. = not significant at 0.05.</p><ul>{comps}</ul>
+{_faithfulness(report)}
 <h2>Generated lengths</h2>{length_histogram(generated_words)}
-<h2>Examples</h2>{examples}
+<h2>Examples</h2><p>{legend}</p>{examples}
 </body></html>
 """
