@@ -67,6 +67,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--output", help="report folder (default: the first run's parent)")
     schema_flag(p, "--examples", "report.num_examples")
     schema_flag(p, "--seed", "report.examples_seed")
+    schema_flag(p, "--min-topic-count", "report.min_topic_count", "the first run's report.min_topic_count")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="write the report even when no two runs were scored alike (no paired tests then, only the reasons)")
 
     p = sub.add_parser("summarize", help="summarise dialogues with a base model or a run folder")
     p.add_argument("text", nargs="?", help="dialogue text; or use --file, or pipe it on stdin")
@@ -157,7 +160,7 @@ def cmd_compare(args: argparse.Namespace, extra: dict[str, Any]) -> None:
         raise DialogtuneError(f"compare takes run folders only; unexpected --{next(iter(extra))}")
     output = Path(args.output) if args.output else Path(args.runs[0]).resolve().parent
     examples, seed = or_default(args.examples, "report.num_examples"), or_default(args.seed, "report.examples_seed")
-    report = write_report(args.runs, output, examples, seed)
+    report = write_report(args.runs, output, examples, seed, min_topic_count=args.min_topic_count, allow_mixed=args.allow_mixed)
     _print_table(report, output)
 
 
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
         _setup_logging(_quiet(args))
         if getattr(args, "allow_pickle", False):
-            from dialogtune.modeling import pickle_allowed
+            from dialogtune.weights import pickle_allowed
 
             with pickle_allowed():
                 COMMANDS[args.command](args, extra)

@@ -78,6 +78,9 @@ class DataConfig:
     max_train_samples: int | None = _option(None, "Reproducible subsample of the train split (seeded by data.sample_seed).")
     max_eval_samples: int | None = _option(None, "Reproducible subsample of the evaluated split.")
     sample_seed: int = _option(0, "Seed for both subsamples.")
+    split_sizes: list[float] = _option([0.9, 0.05, 0.05], "Train/validation/test fractions for a file (or folder) without split names.")
+    split_seed: int = _option(0, "Seed for that split over dialogues; the sizes and seed are recorded in the run.")
+    allow_overlap: bool = _option(False, "Train even if validation/test dialogues are also in train (the overlap is recorded).")
     max_source_length: int = _option(512, "Prompt tokens kept; longer prompts are truncated, counted and logged.")
     max_target_length: int = _option(128, "Summary tokens kept as labels.")
 
@@ -87,6 +90,17 @@ class DataConfig:
             problems += _positive(f"data.{key}", getattr(self, key))
         for key in ("max_train_samples", "max_eval_samples"):
             problems += _positive(f"data.{key}", getattr(self, key), "use a positive number or leave it unset", True)
+        try:  # `--data.split_sizes 0.8,0.1,0.1` arrives as strings; NaN fails `0 <= s`
+            sizes = [float(v) for v in self.split_sizes if not isinstance(v, bool)]
+        except (TypeError, ValueError):
+            sizes = []
+        fractions = len(sizes) == len(self.split_sizes) == 3 and all(0 <= s <= 1 for s in sizes)
+        if not fractions or not sizes[0] or abs(sum(sizes) - 1) > 1e-6:
+            problems.append(
+                f"`data.split_sizes` is {self.split_sizes!r}; use three fractions for train, validation and test "
+                f"that sum to 1, train above 0, e.g. [0.9, 0.05, 0.05]"
+            )
+        self.split_sizes = sizes
         _raise_all(problems)
 
 
@@ -131,6 +145,10 @@ class EvaluationConfig:
 class ReportConfig:
     num_examples: int = _option(5, "Test examples shown side by side in the report, chosen reproducibly.")
     examples_seed: int = _option(0, "Seed for choosing those examples.")
+    min_topic_count: int = _option(10, "Topics with fewer test dialogues are left out of the by-topic table (their means are noise).")
+
+    def __post_init__(self) -> None:
+        _raise_all(_positive("report.min_topic_count", self.min_topic_count, "use 1 to list every topic"))
 
 
 @dataclass

@@ -3,9 +3,13 @@
 Every source becomes a list of records ``{id, dialogue, references, reference_names, topic}``.
 Rows that share a dialogue (the hub DialogSum test split stores one row per reference) become one
 record with several references, so multi-reference ROUGE sees 500 dialogues, not 1,500 rows.
+Data whose file names carry no split (one file, or a folder of unnamed files) is split into
+train/validation/test by seed, over dialogues; `check_overlap` refuses evaluation dialogues that are
+also train dialogues, unless allowed, so no run trains on what it is scored on without saying so.
 
 It is over 300 lines because every layout rule and its one-line error (which file, which row,
-which column, how to fix it) belongs beside the code that reads that layout.
+which column, how to fix it) belongs beside the code that reads that layout, and the split and the
+overlap check must see dialogues exactly as the layouts produce them.
 """
 
 from __future__ import annotations
@@ -175,27 +179,89 @@ def _is_local(cfg: DataConfig, source: str) -> bool:
     return False
 
 
-def _raw_rows(cfg: DataConfig, split: str) -> list[Row]:
+class MissingSplit(DialogtuneError):
+    """The data has no split of that name (a caller may treat that as "nothing to check")."""
+
+
+def _records(cfg: DataConfig, split: str, require_references: bool = True, whole_file: bool = False) -> list[Record]:
+    """One split's records; a part of a seeded split may be empty, and the caller decides whether that is an error."""
     source = resolve(cfg.dataset, "dataset")
-    split = _canonical_split(split)
     if _is_local(cfg, source):
-        files = _local_files(Path(source))
-        if split not in files:
-            if len(files) == 1 and Path(source).is_file():
-                # A single file serves any split: the user pointed at exactly the data they want.
-                (only,) = files.values()
-                return [row for file in only for row in _read_file(file)]
-            raise DialogtuneError(
-                f"{source} has no `{split}` split (found: {', '.join(sorted(files))}); pick one of those, "
-                f"name a file e.g. {split}.jsonl, or set the data.*_split options"
-            )
-        return [row for file in files[split] for row in _read_file(file)]
+        path = Path(source)
+        if whole_file and path.is_file():
+            return normalise(list(_read_file(path)), cfg, split, require_references)
+        files = _local_files(path)
+        if split in files:
+            return normalise([row for file in files[split] for row in _read_file(file)], cfg, split, require_references)
+        if split in SPLIT_ALIASES and not SPLIT_ALIASES.keys() & files.keys():
+            # No file says which split it is: train and test are drawn from the same pool, never the same rows.
+            return _seeded_split(cfg, path, files, require_references)[0][split]
+        raise MissingSplit(
+            f"{source} has no `{split}` split (found: {', '.join(sorted(files))}); pick one of those, "
+            f"name a file e.g. {split}.jsonl, or set the data.*_split options"
+        )
     rows, available = _hub_rows(source, split)
     if not rows and split not in available:
-        raise DialogtuneError(
+        raise MissingSplit(
             f"dataset `{source}` has no `{split}` split (found: {', '.join(available)}); set the data.*_split options"
         )
-    return rows
+    return normalise(rows, cfg, split, require_references)
+
+
+def _comparable(text: str) -> str:
+    """A dialogue as the overlap check sees it: lowercase, punctuation gone, whitespace collapsed."""
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
+
+
+def _part_sizes(count: int, fractions: list[float]) -> list[int]:
+    """`count` split by `fractions`, rounded by largest remainder so the sizes add up to `count` exactly."""
+    exact = [fraction * count for fraction in fractions]
+    sizes = [int(x) for x in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: exact[i] - sizes[i], reverse=True)
+    for i in by_remainder[: count - sum(sizes)]:
+        sizes[i] += 1
+    return sizes
+
+
+def _seeded_split(
+    cfg: DataConfig, source: Path, files: dict[str, list[Path]], require_references: bool = True
+) -> tuple[dict[str, list[Record]], dict[str, Any]]:
+    """Train/validation/test drawn from a source whose file names carry no split, and what was done (for metadata).
+
+    The unit is a dialogue after normalisation, and dialogues that differ only in case, spacing or
+    punctuation stay together, so `check_overlap` can never find the split's own parts overlapping.
+    """
+    name = source.name.split(".")[0] or "row"  # the id prefix of rows without an id column
+    rows = [row for file in sorted(f for group in files.values() for f in group) for row in _read_file(file)]
+    records = normalise(rows, cfg, name, require_references)
+    groups: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        groups.setdefault(_comparable(record["dialogue"]), []).append(index)
+    order = list(groups.values())
+    random.Random(cfg.split_seed).shuffle(order)
+    parts: dict[str, list[Record]] = {}
+    start = 0
+    for split, size in zip(SPLIT_ALIASES, _part_sizes(len(order), cfg.split_sizes)):
+        parts[split] = [records[i] for i in sorted(i for group in order[start : start + size] for i in group)]
+        start += size
+    sizes = {split: len(part) for split, part in parts.items()}
+    log.info(
+        "split %s (%d dialogues) into train/validation/test = %s with seed %d",
+        source, len(records), "/".join(map(str, sizes.values())), cfg.split_seed,
+    )
+    info = {"source": str(source), "sizes": sizes, "seed": cfg.split_seed, "fractions": list(cfg.split_sizes)}
+    return parts, info
+
+
+def split_info(cfg: DataConfig) -> dict[str, Any] | None:
+    """How a source without named splits was split (for the run's metadata); None when the data has real splits."""
+    source = resolve(cfg.dataset, "dataset")
+    if not _is_local(cfg, source):
+        return None
+    files = _local_files(Path(source))
+    if SPLIT_ALIASES.keys() & files.keys():
+        return None
+    return _seeded_split(cfg, Path(source), files)[1]
 
 
 def _column(row: dict[str, Any], wanted: str, fallback: str | None = None) -> str | None:
@@ -335,16 +401,69 @@ def subsample(records: list[Record], limit: int | None, seed: int) -> list[Recor
 
 
 def load_split(
-    cfg: DataConfig, split: str, limit: int | None = None, require_references: bool = True
+    cfg: DataConfig, split: str, limit: int | None = None, require_references: bool = True, whole_file: bool = False
 ) -> list[Record]:
-    """Load one split as records, optionally subsampled to `limit` dialogues."""
+    """Load one split as records, optionally subsampled to `limit` dialogues.
+
+    A source whose file names carry no split (one file, or a folder of unnamed files) is split by seed
+    (`data.split_sizes`, `data.split_seed`). `whole_file=True` reads every row of a single file instead:
+    for inputs that are not train/test data (`summarize --file`, `score --references`).
+    """
     if limit is not None and limit <= 0:
         # An empty sample would only fail later, after a model was loaded, with a less clear error.
         raise DialogtuneError(
             f"the sample limit for the `{split}` split is {limit}; set --max-train-samples / --max-eval-samples "
             f"to 1 or more, or leave it unset"
         )
-    records = normalise(_raw_rows(cfg, split), cfg, _canonical_split(split), require_references)
+    records = _records(cfg, _canonical_split(split), require_references, whole_file)
+    if not records:  # only a part of a seeded split can be empty; a file or split without rows failed earlier
+        raise DialogtuneError(
+            f"splitting {cfg.dataset} by data.split_sizes {cfg.split_sizes} leaves the `{split}` split empty; "
+            f"add dialogues, raise its fraction, or give one file per split (train.jsonl, test.jsonl)"
+        )
     records = subsample(records, limit, cfg.sample_seed)
     log.info("loaded %d %s dialogues from %s", len(records), split, cfg.dataset)
     return records
+
+
+def check_overlap(train: list[Record], evaluation: list[Record], allow: bool, name: str = "evaluation") -> dict[str, Any]:
+    """Refuse evaluation dialogues that are also train dialogues (same id, or same text up to case, spacing and
+    punctuation); with `allow`, warn instead. Returns `{"overlap": n, "example": id or None}` for the metadata.
+    """
+    train_ids = {record["id"] for record in train}
+    train_texts = {_comparable(record["dialogue"]): record["id"] for record in train}
+    shared: list[tuple[str, str]] = []  # (evaluation id, how it matches a train dialogue)
+    for record in evaluation:
+        twin = train_texts.get(_comparable(record["dialogue"]))
+        if twin is not None:
+            shared.append((record["id"], "same id and text" if twin == record["id"] else f"same text as train id {twin}"))
+        elif record["id"] in train_ids:
+            shared.append((record["id"], "same id, different text"))
+    if not shared:
+        return {"overlap": 0, "example": None}
+    example, how = shared[0]
+    message = f"{len(shared)} of {len(evaluation)} {name} dialogues also appear in the train split (e.g. id {example}, {how})"
+    if not allow:
+        raise DialogtuneError(
+            f"{message}; remove them from one split, or pass --allow-overlap to train anyway (the overlap is recorded)"
+        )
+    log.warning("%s; training anyway because data.allow_overlap is set", message)
+    return {"overlap": len(shared), "example": example}
+
+
+def check_splits_disjoint(cfg: DataConfig, train: list[Record], eval_splits: list[str], allow: bool) -> dict[str, Any]:
+    """`check_overlap` of `train` against each evaluation split the data has (missing ones are skipped).
+
+    Returns `{"overlap": total, "example": first id or None, "splits": {split: n}}` for the run's metadata.
+    """
+    found: dict[str, Any] = {"overlap": 0, "example": None, "splits": {}}
+    for split in dict.fromkeys(map(_canonical_split, eval_splits)):
+        try:
+            records = _records(cfg, split)
+        except MissingSplit:
+            continue
+        result = check_overlap(train, records, allow, split)
+        found["splits"][split] = result["overlap"]
+        found["overlap"] += result["overlap"]
+        found["example"] = found["example"] or result["example"]
+    return found

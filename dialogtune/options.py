@@ -30,8 +30,11 @@ FLAGS = {
     "max_train_samples": "data.max_train_samples",
     "max_eval_samples": "data.max_eval_samples",
     "split": "evaluation.split",
+    "allow_overlap": "data.allow_overlap",
 }
-TRAIN_FLAGS = ("model", "dataset", "method", "output", "seed", "dropout", "max_train_samples", "max_eval_samples")
+TRAIN_FLAGS = (
+    "model", "dataset", "method", "output", "seed", "dropout", "max_train_samples", "max_eval_samples", "allow_overlap"
+)
 RUN_FLAGS = tuple(f for f in TRAIN_FLAGS if f != "method")  # run and demo do every method in `run.methods`
 Sections = list[tuple[str, "str | None", list[argparse.Action]]]
 
@@ -200,6 +203,8 @@ def _typed(hint: Any) -> dict[str, Any]:
     hint = _inner(hint)
     if typing.get_origin(hint) is Literal:
         return {"choices": typing.get_args(hint)}
+    if hint is bool:  # `--allow-overlap` alone turns it on; None when absent, so the YAML's value stands
+        return {"action": "store_true", "default": None}
     return {"type": hint} if hint in (int, float) else {}
 
 
@@ -251,5 +256,9 @@ def _key_sections(flags: dict[str, list[str]], recipe: Callable[[], dict[str, An
             names = flags.get(key, []) + ([f"--{key}"] if section else [])
             default = _shown(_lookup(tree, key, setting.default))
             title = f"{section}.*" if section else "config keys (also YAML keys; options win over the YAML)"
-            groups.setdefault(title, []).append(_entry(names, setting.help, default, _metavar(setting.type)))
+            entries = groups.setdefault(title, [])
+            if setting.type is bool and key in flags and section:  # the short flag takes no value, the key does
+                entries.append(argparse.Action(flags[key], dest=key, nargs=0, help=f"same as --{key} true"))
+                names = names[-1:]
+            entries.append(_entry(names, setting.help, default, _metavar(setting.type)))
     return [(title, described.get(title), entries) for title, entries in groups.items()]

@@ -10,6 +10,7 @@ from typing import Any
 from dialogtune.config import DataConfig
 from dialogtune.data import load_split, read_utf8
 from dialogtune.errors import DialogtuneError
+from dialogtune.faithfulness import faithfulness_summary
 from dialogtune.breakdowns import by_topic, degenerate_outputs
 from dialogtune.metrics import METRICS, output_lengths, parse_protocol, per_example_scores, rouge_summary_from_scores
 
@@ -139,7 +140,7 @@ def score_files(
         raise DialogtuneError("pass exactly one of --predictions FILE or --prediction-field NAME")
     if prediction_key is not None and predictions_path is None:
         raise DialogtuneError("--prediction-key names a field of the --predictions file; pass --predictions FILE with it")
-    records = load_split(DataConfig(dataset=str(references_path), loader="local"), "test")
+    records = load_split(DataConfig(dataset=str(references_path), loader="local"), "test", whole_file=True)
     if prediction_field is not None:
         predictions, ids = _hold_out(records, prediction_field), [r["id"] for r in records]
     else:
@@ -165,7 +166,11 @@ def score_files(
     result["predictions_from"] = f"field:{prediction_field}" if prediction_field else str(predictions_path)
     result["references"] = str(references_path)
     result["by_topic"] = by_topic(scores["rouge1"], [r["topic"] or "(none)" for r in records])
-    result["degenerate"] = degenerate_outputs(predictions, [r["dialogue"] for r in records], [r["id"] for r in records])
+    dialogues = [r["dialogue"] for r in records]
+    result["degenerate"] = degenerate_outputs(predictions, dialogues, [r["id"] for r in records])
+    # Facts the dialogue does not support; the per-summary lists stay out, as in report.json.
+    faithful = faithfulness_summary(predictions, dialogues, resamples, seed)
+    result["faithfulness"] = {k: v for k, v in faithful.items() if k != "per_example"}
     return result
 
 
@@ -175,4 +180,11 @@ def score_table(result: dict[str, Any]) -> str:
     for m in METRICS:
         r = result["rouge"][m]
         lines.append(f"{m:10s} {r['score']:6.2f}  [{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
+    f = result.get("faithfulness")
+    if f:
+        lines.append(
+            f"unsupported facts per summary {f['rate']:.3f} [{f['rate_ci'][0]:.3f}, {f['rate_ci'][1]:.3f}]; "
+            f"summaries with >=1: {100 * f['share']:.1f}% [{100 * f['share_ci'][0]:.1f}, {100 * f['share_ci'][1]:.1f}] "
+            f"({f['facts_checked']} facts checked)"
+        )
     return "\n".join(lines)

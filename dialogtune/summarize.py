@@ -21,7 +21,7 @@ def read_dialogues(text: str | None, file: str | None) -> tuple[list[str], list[
     if file is not None:
         path = Path(file)
         if path.name.endswith(SUFFIXES):
-            records = load_split(DataConfig(dataset=str(path), loader="local"), "test", require_references=False)
+            records = load_split(DataConfig(dataset=str(path), loader="local"), "test", require_references=False, whole_file=True)
             return [r["dialogue"] for r in records], [r["id"] for r in records]
         text = read_utf8(path, "input file")
     elif text is None:

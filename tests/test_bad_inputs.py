@@ -155,7 +155,18 @@ DATA_CASES: dict[str, Callable[[Path], tuple[Path, tuple[str, ...]]]] = {
         write_jsonl(t / "train.jsonl", [ROW, {"fname": "x", "dialogue": "#Person1#: b", "summary1": "a", "summary2": "b"}]),
         ("train.jsonl line 2 uses the `fname`", "train.jsonl line 1 uses `id`", "one split must use one layout"),
     ),
+    "test dialogue also in train (same text, other case and id)": lambda t: (
+        _leaky_folder(t),
+        ("1 of 1 test dialogues also appear in the train split", "e.g. id t1, same text as train id a", "--allow-overlap"),
+    ),
 }
+
+
+def _leaky_folder(tmp: Path) -> Path:
+    """A test split that repeats a train dialogue, differing only in case, spacing and id."""
+    write_jsonl(tmp / "data" / "train.jsonl", [ROW, {**ROW, "id": "b", "dialogue": "#Person1#: bye"}])
+    write_jsonl(tmp / "data" / "test.jsonl", [{**ROW, "id": "t1", "dialogue": "#PERSON1#:  Hi\n#Person2#: hello"}])
+    return tmp / "data"
 
 
 @pytest.mark.parametrize("case", list(DATA_CASES))
@@ -182,12 +193,22 @@ def test_same_dialogue_under_one_id_is_still_merged_not_refused(tmp_path):
     assert record["id"] == "a" and record["references"] == ["They greet.", "Two people say hello."]
 
 
+def test_allow_overlap_trains_and_records_the_overlap(caplog, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    caplog.set_level(logging.WARNING, logger="dialogtune")
+    assert main(_train(tiny_model, _leaky_folder(tmp_path), out, "--allow-overlap")) == 0
+    assert "1 of 1 test dialogues also appear in the train split" in caplog.text
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["data_overlap"]["overlap"] == 1 and metadata["data_overlap"]["example"] == "t1"
+
+
 def test_a_100000_token_dialogue_is_truncated_and_counted_not_refused(caplog, tiny_model, small_data, tmp_path):
     data = Path(shutil.copytree(small_data, tmp_path / "data"))
     long_row = {"id": "long", "dialogue": "#Person1#: " + " ".join(["hello"] * 100_000), "summary": "Someone says hello."}
     train_rows = corpus_rows("train", 16) + [long_row]
     write_jsonl(data / "train.jsonl", train_rows)
-    write_jsonl(data / "test.jsonl", corpus_rows("test", 3) + [long_row])
+    long_test = {"id": "long_test", "dialogue": "#Person2#: " + " ".join(["goodbye"] * 100_000), "summary": "Bye."}
+    write_jsonl(data / "test.jsonl", corpus_rows("test", 3) + [long_test])  # not long_row: no test dialogue in train
     out = tmp_path / "run"
     caplog.set_level(logging.INFO, logger="dialogtune")
     argv = ["train", "--model", str(tiny_model), "--dataset", str(data), "--method", "lora", "--output", str(out)]
@@ -197,7 +218,7 @@ def test_a_100000_token_dialogue_is_truncated_and_counted_not_refused(caplog, ti
     assert re.search(r"truncated 1 of \d+ prompts", caplog.text)
     assert main(["-q", "evaluate", str(out)]) == 0
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert "long" in {p["id"] for p in predictions}
+    assert "long_test" in {p["id"] for p in predictions}
 
 
 # ----------------------------------------------------------------- config
@@ -216,6 +237,7 @@ CONFIG_CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "negative shots": (["--prompt.shots", "-1"], ("`prompt.shots` is -1", "use 0 or more")),
     "unknown protocol": (["--evaluation.protocol", "best"], ("`evaluation.protocol` is 'best'", "mean, max or field:NAME")),
     "generation options that contradict": (["--generation.temperature", "0.5"], ("temperature", "do_sample")),
+    "split sizes not summing to 1": (["--data.split_sizes", "0.8,0.1,0.2"], ("`data.split_sizes` is", "sum to 1", "[0.9, 0.05, 0.05]")),
     "unknown plain option": (["--learning-rate", "3"], ("unrecognized arguments: --learning-rate", "--help")),
 }
 

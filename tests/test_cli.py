@@ -117,7 +117,7 @@ def test_quiet_after_the_command_runs_it(capsys, tiny_model):
 
 def test_flags_left_out_take_the_schema_defaults(monkeypatch, tmp_path):
     calls = {}
-    monkeypatch.setattr("dialogtune.report.write_report", lambda runs, out, n, seed: calls.update(compare=(n, seed)) or {})
+    monkeypatch.setattr("dialogtune.report.write_report", lambda runs, out, n, seed, **kw: calls.update(compare=(n, seed)) or {})
     monkeypatch.setattr("dialogtune.report.rouge_table", lambda report: "")
     monkeypatch.setattr("dialogtune.scoring.score_files", lambda p, r, protocol, resamples, **kw: calls.update(score=(protocol, resamples)) or {})
     monkeypatch.setattr("dialogtune.scoring.score_table", lambda result: "")

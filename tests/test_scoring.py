@@ -39,6 +39,17 @@ def test_score_text_predictions_in_reference_order(refs, tmp_path, capsys):
     assert "rouge1" in capsys.readouterr().out
 
 
+def test_score_reports_unsupported_facts(refs, tmp_path, capsys):
+    preds = tmp_path / "p.txt"
+    preds.write_text("Jim says hello.\nA room is booked.\n")  # no Jim in the dialogue: one unsupported fact
+    out = tmp_path / "s.json"
+    assert main(["-q", "score", "--predictions", str(preds), "--references", str(refs), "--output", str(out)]) == 0
+    faithful = json.loads(out.read_text())["faithfulness"]
+    assert faithful["unsupported_facts"] == 1 and faithful["rate"] == 0.5 and faithful["share"] == 0.5
+    assert "per_example" not in faithful
+    assert "unsupported facts per summary 0.500" in capsys.readouterr().out
+
+
 def test_score_jsonl_predictions_align_by_id(refs, tmp_path):
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "b", "prediction": "A room is booked."}, {"id": "a", "prediction": "Tom says hello."}])
     out = tmp_path / "s.json"
@@ -188,7 +199,7 @@ def test_scores_match_rouge_summary_exactly(refs, tmp_path, protocol):
 
     preds = tmp_path / "p.txt"
     preds.write_text("Tom says hello to someone.\nA room is booked.\n")
-    records = load_split(DataConfig(dataset=str(refs), loader="local"), "test")
+    records = load_split(DataConfig(dataset=str(refs), loader="local"), "test", whole_file=True)
     expected = rouge_summary(
         ["Tom says hello to someone.", "A room is booked."],
         [r["references"] for r in records],
