@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 class Partial:
     """Predictions saved batch by batch, so an interrupted evaluation continues where it stopped.
 
-    The first line describes the job (split, ids, weights, prompts); a file from another job is ignored.
+    The first line describes the job (split, ids, weights, prompts, generation settings); a file from
+    another job is ignored.
     """
 
     def __init__(self, path: Path, job: dict[str, Any]) -> None:
@@ -122,7 +123,10 @@ def evaluate_run(
     if too_long:
         log.warning("%d of %d prompts are longer than %d tokens and were truncated", too_long, len(prompts), config.data.max_source_length)
     weights = fingerprint(summarizer.model)
-    partial = Partial(run.partial_path(split), {"split": split, "ids": [r["id"] for r in records], "weights": weights, "prompts": prompts})
+    # Changed generation settings make other predictions, so they start afresh.
+    job = {"split": split, "ids": [r["id"] for r in records], "weights": weights, "prompts": prompts,
+           "generation": summarizer.generation()}
+    partial = Partial(run.partial_path(split), job)
     run.update(runs.Status.EVALUATING)
     started = time.perf_counter()
     predictions = summarizer.generate(prompts, progress=progress, done=partial.load(), on_batch=partial.append)

@@ -27,13 +27,26 @@ log = logging.getLogger(__name__)
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
-def generation_config(settings: dict[str, Any], tokenizer: Any) -> GenerationConfig:
-    """Our settings on top of the tokenizer's special tokens; the library's 20-token default is never used."""
+def decoder_start(model: Any) -> int | None:
+    """The token the model's decoder was trained to start from: T5 starts from pad, BART from </s>."""
+    for config in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        start = getattr(config, "decoder_start_token_id", None)
+        if start is not None:
+            return start
+    return None
+
+
+def generation_config(settings: dict[str, Any], tokenizer: Any, model: Any = None) -> GenerationConfig:
+    """Our settings on top of the special tokens; the library's 20-token default is never used.
+
+    The decoder starts from `model`'s own start token; without a model, from the pad token (T5's).
+    """
+    start = decoder_start(model) if model is not None else None
     try:
         config = GenerationConfig(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id if start is None else start,
             **settings,
         )
         config.validate(strict=True)
@@ -59,9 +72,13 @@ def generate(
     progress: bool = True,
     done: dict[int, str] | None = None,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
+    template: PromptTemplate | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Summaries for `prompts`, in the same order.
+
+    A prompt over `max_source_length` tokens loses the end of its dialogue, never `template`'s
+    instruction or cue (the default template if None); see `PromptTemplate.fit`.
 
     `done` holds outputs of an interrupted earlier call (by prompt index); batches it fully covers are
     skipped, so the remaining batches are exactly those an uninterrupted call would run. `on_batch`
@@ -70,7 +87,9 @@ def generate(
     """
     model.eval()
     done = done or {}
-    lengths = [len(ids) for ids in tokenizer(prompts, truncation=True, max_length=max_source_length)["input_ids"]]
+    template = template or PromptTemplate()
+    sources = [template.fit(prompt, tokenizer, max_source_length)[0] for prompt in prompts]
+    lengths = [len(ids) for ids in sources]
     outputs: list[str] = [""] * len(prompts)
     for i, text in done.items():
         outputs[i] = text
@@ -81,13 +100,7 @@ def generate(
         if all(i in done for i in batch):
             bar.update(len(batch))
             continue
-        encoded = tokenizer(
-            [prompts[i] for i in batch],
-            padding=True,
-            truncation=True,
-            max_length=max_source_length,
-            return_tensors="pt",
-        ).to(device)
+        encoded = tokenizer.pad({"input_ids": [sources[i] for i in batch]}, return_tensors="pt").to(device)
         if adapter_names is not None:
             generate_kwargs["adapter_names"] = [adapter_names[i] for i in batch]
         # Keyword arguments only: PeftModel.generate rejects positional ones.
@@ -209,12 +222,16 @@ class Summarizer:
     ) -> list[str]:
         """Summaries for ready-made prompts (e.g. few-shot ones), with the adapter's settings plus `generation`."""
         settings = self._settings(adapter)
-        config = generation_config({**settings.generation, **generation}, self.tokenizer)
+        config = generation_config(self.generation(adapter, **generation), self.tokenizer, self.model)
         extra = {"adapter_names": [adapter or BASE] * len(prompts)} if self.adapters else {}
         return generate(
             self.model, self.tokenizer, prompts, config, settings.batch_size, settings.max_source_length,
-            progress, done=done, on_batch=on_batch, **extra,
+            progress, done=done, on_batch=on_batch, template=settings.template, **extra,
         )
+
+    def generation(self, adapter: str | None = None, **generation: Any) -> dict[str, Any]:
+        """The generation settings a call with this adapter and these overrides decodes with."""
+        return {**self._settings(adapter).generation, **generation}
 
     def summarize(self, dialogues: list[str], adapter: str | None = None, **generation: Any) -> list[str]:
         """One summary per dialogue, in order; `adapter` picks a loaded adapter (None: the base or the run)."""

@@ -1,4 +1,7 @@
-"""Load a base model (hub id or folder), turn it into a full or LoRA trainee, and count its cost."""
+"""Load a base model (hub id or folder), turn it into a full or LoRA trainee, and count its cost.
+
+Which weight files may be read at all is `dialogtune.weights`' decision.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -15,49 +17,24 @@ import torch
 
 from dialogtune.assets import resolve
 from dialogtune.errors import DialogtuneError
+from dialogtune.weights import check_adapter, local_weights, pickle_ok
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-PICKLE_ADAPTER = "adapter_model.bin"
 # Any one of these lets AutoTokenizer build the real vocabulary; without them it silently builds an empty one.
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer.model", "vocab.json", "vocab.txt")
 
-# Set by the CLI's --allow-pickle for the whole command, so every loader (base, run, adapter) obeys it
-# without threading a flag through train, evaluate and summarize.
-_ALLOW_PICKLE: ContextVar[bool] = ContextVar("dialogtune_allow_pickle", default=False)
-PICKLE_WARNING = (
-    "loading pickle weights %s because --allow-pickle was given: unpickling can execute arbitrary code, "
-    "so only do this for files you trust (convert them with save_pretrained to get safetensors)"
-)
-
 
 @contextmanager
-def pickle_allowed(allow: bool = True) -> Iterator[None]:
-    """Within this block, loaders accept pickle weights (with a warning) when no safetensors exist."""
-    token = _ALLOW_PICKLE.set(allow)
-    try:
+def quiet_libraries() -> Iterator[None]:
+    """Hide the libraries' deprecation notices (e.g. transformers' `is_gradient_checkpointing`) while
+    wrapping, training and loading adapters: they are about the libraries' calls to each other and the
+    user can do nothing about them. dialogtune reports through logging, which this leaves alone."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield
-    finally:
-        _ALLOW_PICKLE.reset(token)
-
-
-def _pickle_ok(allow_pickle: bool | None) -> bool:
-    return _ALLOW_PICKLE.get() if allow_pickle is None else allow_pickle
-
-
-def check_safetensors(path: Path, fix: str) -> None:
-    """Read a safetensors header, so a damaged file is one clear error instead of a loader traceback."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt"):
-            pass
-    except SafetensorError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DialogtuneError(f"{path} is not a valid safetensors file ({reason}); {fix}") from None
 
 
 def _check_folder(name: str) -> None:
@@ -90,24 +67,22 @@ def load_tokenizer(name: str) -> Any:
         raise DialogtuneError(f"could not load a tokenizer from {name} ({reason}); the folder needs tokenizer.json or a hub id") from None
 
 
-def _local_weights(folder: Path, name: str, allow_pickle: bool) -> bool:
-    """Check a model folder's weights before loading; True when only pickle weights exist (and are allowed)."""
-    if any((folder / f).is_file() for f in SAFE_WEIGHTS):
-        for weights in sorted(folder.glob("model*.safetensors")):
-            check_safetensors(weights, "the weights are damaged; re-save the model or re-run training")
-        return False
-    pickles = [f for f in PICKLE_WEIGHTS if (folder / f).is_file()]
-    if not pickles:
+def _model_config(name: str) -> tuple[str, Any]:
+    """(where the model lives, its config), refusing models that are not sequence-to-sequence."""
+    from transformers import AutoConfig
+
+    source = resolve(name, "model")
+    _check_folder(source)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0]
+        raise DialogtuneError(f"could not load model `{name}` ({reason}); check the id, your connection or the folder") from None
+    if not getattr(config, "is_encoder_decoder", False):
         raise DialogtuneError(
-            f"model folder {name} has no weights ({SAFE_WEIGHTS[0]}); pass a folder written by save_pretrained"
+            f"{name} is a `{config.model_type}` model, not a sequence-to-sequence one; pass a T5 / FLAN-T5 model"
         )
-    if not allow_pickle:
-        raise DialogtuneError(
-            f"model folder {name} has only pickle weights ({pickles[0]}), which can run code when loaded; "
-            f"convert them to safetensors with save_pretrained, or pass --allow-pickle if you trust the source"
-        )
-    log.warning(PICKLE_WARNING, folder / pickles[0])
-    return True
+    return source, config
 
 
 def load_base(
@@ -120,20 +95,10 @@ def load_base(
     checkpoint's value, so a saved model is not silently changed for whoever trains it next.
     """
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForSeq2SeqLM
 
-    allow = _pickle_ok(allow_pickle)
-    source = resolve(name, "model")
-    _check_folder(source)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-    except (OSError, ValueError) as err:
-        reason = str(err).splitlines()[0]
-        raise DialogtuneError(f"could not load model `{name}` ({reason}); check the id, your connection or the folder") from None
-    if not getattr(config, "is_encoder_decoder", False):
-        raise DialogtuneError(
-            f"{name} is a `{config.model_type}` model, not a sequence-to-sequence one; pass a T5 / FLAN-T5 model"
-        )
+    allow = pickle_ok(allow_pickle)
+    source, config = _model_config(name)
     original_dropout = getattr(config, "dropout_rate", None)
     if dropout is not None:
         if original_dropout is None:
@@ -143,7 +108,7 @@ def load_base(
             )
         config.dropout_rate = dropout  # read once, when the layers are built
     if Path(source).is_dir():
-        use_safetensors: bool | None = not _local_weights(Path(source), name, allow)
+        use_safetensors: bool | None = not local_weights(Path(source), name, allow)
     else:
         use_safetensors = None if allow else True  # a hub repo: let transformers pick only when pickle is allowed
     try:
@@ -179,10 +144,28 @@ def target_matches(model: torch.nn.Module, lora_args: dict[str, Any]) -> dict[st
 
 def apply_lora(model: torch.nn.Module, lora_args: dict[str, Any]) -> torch.nn.Module:
     """Wrap `model` with a LoRA adapter after checking that every target matches something."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
+
+    return get_peft_model(model, _lora_config(model, lora_args, report=True))
+
+
+def check_lora(name: str, lora_args: dict[str, Any]) -> None:
+    """Check LoRA settings against the model `name` built from its config alone (no weights are read),
+    so a bad target fails before any data is loaded."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    _, config = _model_config(name)
+    with torch.device("meta"):  # shapes and names only: nothing is allocated
+        skeleton = AutoModelForSeq2SeqLM.from_config(config)
+    _lora_config(skeleton, lora_args)
+
+
+def _lora_config(model: torch.nn.Module, lora_args: dict[str, Any], report: bool = False) -> Any:
+    from peft import LoraConfig, TaskType
 
     counts = target_matches(model, lora_args)
-    log.info("LoRA targets matched: %s", ", ".join(f"{t}={c}" for t, c in counts.items()))
+    if report:
+        log.info("LoRA targets matched: %s", ", ".join(f"{t}={c}" for t, c in counts.items()))
     missing = [t for t, c in counts.items() if c == 0]
     if missing:
         leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
@@ -191,10 +174,9 @@ def apply_lora(model: torch.nn.Module, lora_args: dict[str, Any]) -> torch.nn.Mo
             f"its linear layers are named {', '.join(leaves)} (FLAN-T5's feed-forward is wi_0, wi_1, wo)"
         )
     try:
-        config = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, **lora_args)
+        return LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, **lora_args)
     except (TypeError, ValueError) as err:
         raise DialogtuneError(f"invalid LoRA settings: {str(err).splitlines()[0]}") from None
-    return get_peft_model(model, config)
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
@@ -234,24 +216,6 @@ def size_on_disk(folder: str | Path, method: str) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def _check_adapter(folder: Path, allow_pickle: bool) -> None:
-    """Refuse a missing, damaged or (unless allowed) pickled adapter before peft reads it."""
-    if not (folder / "adapter_config.json").is_file():
-        raise DialogtuneError(f"{folder} has no adapter_config.json; pass a LoRA run folder written by `dialogtune train`")
-    weights = folder / "adapter_model.safetensors"
-    if weights.is_file():
-        check_safetensors(weights, "the adapter is damaged; re-train the run or restore the file")
-        return
-    if not (folder / PICKLE_ADAPTER).is_file():
-        raise DialogtuneError(f"{folder} has no adapter weights ({weights.name}); re-train the run or restore the file")
-    if not allow_pickle:
-        raise DialogtuneError(
-            f"{folder} has only a pickle adapter ({PICKLE_ADAPTER}), which can run code when loaded; "
-            f"re-save it as {weights.name} with save_pretrained, or pass --allow-pickle if you trust it"
-        )
-    log.warning(PICKLE_WARNING, folder / PICKLE_ADAPTER)
-
-
 def load_adapter(
     base: torch.nn.Module,
     folder: str | Path,
@@ -266,13 +230,14 @@ def load_adapter(
     from peft import PeftModel
 
     folder = Path(folder)
-    _check_adapter(folder, _pickle_ok(allow_pickle))
+    check_adapter(folder, pickle_ok(allow_pickle))
     try:
-        if isinstance(base, PeftModel):
-            base.load_adapter(str(folder), adapter_name=adapter_name)
-            model = base
-        else:
-            model = PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name)
+        with quiet_libraries():
+            if isinstance(base, PeftModel):
+                base.load_adapter(str(folder), adapter_name=adapter_name)
+                model = base
+            else:
+                model = PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name)
     except (RuntimeError, ValueError, KeyError, OSError) as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
         # torch puts the useful part ("size mismatch for ...") on the lines after its header.

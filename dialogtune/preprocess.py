@@ -8,6 +8,8 @@ from typing import Any
 
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from dialogtune.prompts import PromptTemplate
+
 log = logging.getLogger(__name__)
 
 LABEL_PAD = -100  # ignored by the cross-entropy loss, so pads are never trained on
@@ -36,7 +38,8 @@ class TokenStats:
 
 
 def _truncate(ids: list[int], limit: int) -> tuple[list[int], bool]:
-    # Keep the closing </s>: that is what the tokenizer's own truncation does for T5.
+    # Summaries only (prompts go through PromptTemplate.fit). Keep the closing </s>, as the
+    # tokenizer's own truncation does for T5.
     if len(ids) <= limit:
         return ids, False
     return ids[: limit - 1] + ids[-1:], True
@@ -48,19 +51,22 @@ def tokenize(
     summaries: list[str],
     max_source_length: int,
     max_target_length: int,
+    template: PromptTemplate | None = None,
 ) -> tuple[Any, TokenStats]:
     """Prompts and summaries -> a `datasets.Dataset` of unpadded input_ids, attention_mask, labels, length.
 
     Over-long examples are truncated and counted, never silently: the counts come back in TokenStats.
+    A prompt loses the end of its dialogue, never `template`'s instruction or cue (the default template
+    if None); a summary loses its end.
     """
     from datasets import Dataset
 
-    sources = tokenizer(prompts)["input_ids"]
+    template = template or PromptTemplate()
     targets = tokenizer(text_target=summaries)["input_ids"]
     rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "length": []}
     cut_sources = cut_targets = 0
-    for source, target in zip(sources, targets, strict=True):
-        source, cut = _truncate(source, max_source_length)
+    for prompt, target in zip(prompts, targets, strict=True):
+        source, cut = template.fit(prompt, tokenizer, max_source_length)
         cut_sources += cut
         target, cut = _truncate(target, max_target_length)
         cut_targets += cut

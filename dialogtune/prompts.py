@@ -38,6 +38,37 @@ class PromptTemplate:
     def format(self, dialogue: str) -> str:
         return self.template.replace(PLACEHOLDER, dialogue)
 
+    def fit(self, prompt: str, tokenizer: Tokenizer, max_tokens: int) -> tuple[list[int], bool]:
+        """Token ids of `prompt` (built by this template, maybe after in-context examples) within
+        `max_tokens`, and whether it was cut.
+
+        Only the dialogue is cut, from its end: the instruction before it and the cue after it
+        ("Summary: ") stay whole, so the model is still asked for a summary. A prompt that fits comes
+        back exactly as the tokenizer encodes it. The ids are built from pieces, not from decoded text,
+        which need not encode back to the same ids.
+        """
+        ids = tokenizer(prompt)["input_ids"]
+        if len(ids) <= max_tokens:
+            return ids, False
+        prefix, suffix = self.template.split(PLACEHOLDER, 1)
+        end = len(prompt) - len(suffix)
+        # The query is the last part of a few-shot prompt, so its instruction is the last one.
+        start = prompt.rfind(prefix, 0, end) + len(prefix) if prefix else 0
+        if not prompt.endswith(suffix) or start < len(prefix):
+            # Not this template's prompt: keep its start and the closing special tokens.
+            return ids[: max_tokens - 1] + ids[-1:], True
+        pieces = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (prompt[:start], prompt[start:end], suffix)]
+        plain = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        lead = next((i for i in range(len(ids) - len(plain) + 1) if ids[i : i + len(plain)] == plain), 0)
+        specials = (ids[:lead], ids[lead + len(plain) :])  # e.g. T5: nothing before, </s> after
+        room = max_tokens - len(pieces[0]) - len(pieces[2]) - len(specials[0]) - len(specials[1])
+        if room < 0:
+            raise DialogtuneError(
+                f"the prompt without its dialogue is {max_tokens - room} tokens, more than `data.max_source_length` "
+                f"({max_tokens}); raise it or shorten `prompt.template`"
+            )
+        return specials[0] + pieces[0] + pieces[1][:room] + pieces[2] + specials[1], True
+
     def example(self, dialogue: str, summary: str) -> str:
         """A solved example for in-context prompting: the prompt followed by its summary."""
         return self.format(dialogue) + summary

@@ -9,7 +9,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,11 @@ from dialogtune import runs
 from dialogtune.runs import Plan, RunFolder, Status
 from dialogtune.checkpoints import CheckpointingTrainer
 from dialogtune.config import TRAINED_METHODS, Config
-from dialogtune.data import load_split
+from dialogtune.data import check_splits_disjoint, load_split, split_info
 from dialogtune.errors import DialogtuneError
-from dialogtune.modeling import apply_lora, describe_parameters, load_base, load_tokenizer, parameter_counts, size_on_disk
+from dialogtune.modeling import (
+    apply_lora, check_lora, describe_parameters, load_base, load_tokenizer, parameter_counts, quiet_libraries, size_on_disk,
+)
 from dialogtune.preprocess import collator, tokenize
 from dialogtune.prompts import PromptTemplate
 
@@ -60,11 +62,26 @@ class JsonlLog(TrainerCallback):
                 )
 
 
+_TOLD: set[str] = set()  # reasons for fp32 already logged in this process
+
+
 def mixed_precision() -> dict[str, bool]:
-    """bf16 autocast where the hardware has it, fp32 otherwise; fp16 is refused in config validation
-    (T5 overflows). Weights stay fp32 either way."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    """bf16 autocast where the GPU has it natively, fp32 otherwise; fp16 is refused in config validation
+    (T5 overflows). Weights stay fp32 either way.
+
+    Emulated bf16 (what `is_bf16_supported()` also counts on pre-Ampere GPUs) is slower than fp32, so
+    only native support counts.
+    """
+    if not torch.cuda.is_available():
+        reason = "no CUDA GPU"
+    elif torch.cuda.is_bf16_supported(including_emulation=False):
         return {"bf16": True}
+    else:
+        major, minor = torch.cuda.get_device_capability()
+        reason = f"the GPU (compute capability {major}.{minor}) has no native bf16, which needs 8.0 or later"
+    if reason not in _TOLD:
+        _TOLD.add(reason)
+        log.info("bf16 not used: %s; training in fp32", reason)
     return {}
 
 
@@ -97,6 +114,7 @@ class Setup:
     base: torch.nn.Module
     model: torch.nn.Module
     template: PromptTemplate
+    data_checks: dict[str, Any] = field(default_factory=dict)  # how the data was split and checked, for metadata
 
 
 def prepare(config: Config) -> Setup:
@@ -106,17 +124,26 @@ def prepare(config: Config) -> Setup:
     set_seed(config.seed)
     template = PromptTemplate(config.prompt.template)
     tokenizer = load_tokenizer(config.model)
+    if config.method == "lora":
+        check_lora(config.model, config.lora_args())  # from the model's config alone, before the data
     records = load_split(config.data, config.data.train_split, limit=config.data.max_train_samples)
+    # Never train on what is scored: every evaluation split is checked against the train dialogues.
+    evaluated = [config.data.validation_split, config.data.test_split, config.evaluation.split]
+    data_checks = {
+        "data_split": split_info(config.data),
+        "data_overlap": check_splits_disjoint(config.data, records, evaluated, config.data.allow_overlap),
+    }
     # A dialogue with several references gives one training example per reference.
     pairs = [(template.format(r["dialogue"]), ref) for r in records for ref in r["references"]]
     dataset, stats = tokenize(
         tokenizer, [p for p, _ in pairs], [s for _, s in pairs],
-        config.data.max_source_length, config.data.max_target_length,
+        config.data.max_source_length, config.data.max_target_length, template,
     )
     base = load_base(config.model, dropout=config.dropout)
-    model = apply_lora(base, config.lora_args()) if config.method == "lora" else base
+    with quiet_libraries():
+        model = apply_lora(base, config.lora_args()) if config.method == "lora" else base
     log.info(describe_parameters(model))
-    return Setup(tokenizer, dataset, stats, base, model, template)
+    return Setup(tokenizer, dataset, stats, base, model, template, data_checks)
 
 
 def make_trainer(setup: Setup, config: Config, folder: Path) -> Seq2SeqTrainer:
@@ -155,7 +182,8 @@ def fit(
     run.update(Status.TRAINING)
     started = time.perf_counter()
     try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with quiet_libraries():
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except BaseException:
         run.update(Status.FAILED)  # a rerun of the same command resumes from the last complete checkpoint
         raise
@@ -184,6 +212,7 @@ def fit(
         peak_memory_bytes=_peak_memory(),
         tokens=stats.as_dict(),
         resumed_from=str(checkpoint) if checkpoint else None,
+        **setup.data_checks,
     )
     return run
 

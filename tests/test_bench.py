@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO, shared_path
+from tests.conftest import REPO, assert_same_text_where_decisive, greedy_margin, shared_path
 
 # bench/ is a folder of scripts that import each other as siblings, so it goes on the path as they expect.
 sys.path.insert(0, str(REPO / "bench"))
@@ -142,7 +142,8 @@ def test_batched_length_sorted_generation_equals_one_at_a_time(tiny):
     config = generation_config({"max_new_tokens": 12, "num_beams": 1, "do_sample": False}, tokenizer)
     batched = generate(model, tokenizer, prompts, config, batch_size=8, progress=False)
     alone = [generate(model, tokenizer, [p], config, batch_size=1, progress=False)[0] for p in prompts]
-    assert batched == alone
+    # Padding changes the kernels' shapes, so the paths agree only up to rounding (see conftest).
+    assert_same_text_where_decisive(batched, alone, [greedy_margin(model, tokenizer, p, 12) for p in prompts])
 
 
 def test_merged_lora_generates_the_same_text(tiny):
@@ -161,4 +162,4 @@ def test_merged_lora_generates_the_same_text(tiny):
     plain = generate(model, tokenizer, prompts, config, batch_size=3, progress=False)
     merged = generate(copy.deepcopy(lora).merge_and_unload(), tokenizer, prompts, config, batch_size=3, progress=False)
     assert unmerged != plain  # the adapter does change the output
-    assert merged == unmerged
+    assert_same_text_where_decisive(merged, unmerged, [greedy_margin(lora, tokenizer, p, 12) for p in prompts])

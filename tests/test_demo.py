@@ -33,3 +33,26 @@ def test_demo_with_another_model_or_dataset_drops_the_settings_sized_for_the_bun
     assert real_model.data.max_source_length == 256  # still the bundled corpus
     real_data = demo_config(overrides={"data.dataset": "knkarthick/dialogsum"})
     assert real_data.data.max_source_length == 512 and "max_new_tokens" not in real_data.generation
+
+
+# Measured per run, so they differ between two identical runs; everything else in report.json must not.
+TIMINGS = {"train_seconds", "train_examples_per_second", "train_tokens_per_second", "peak_memory_bytes",
+           "summaries_per_second", "generation_seconds", "folder"}
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_two_quick_demos_on_one_machine_write_the_same_report(tmp_path):
+    """Same code, same machine, same seed: bit-identical scores, CIs, examples and costs (timings aside)."""
+    reports = []
+    for name in ("first", "second"):
+        assert main(["-q", "demo", "--quick", "--out", str(tmp_path / name)]) == 0
+        reports.append(json.loads((tmp_path / name / "report.json").read_text()))
+    assert reports[0]["runs"][0]["train_seconds"] is not None  # the stripped keys exist, so stripping is real
+    assert _without_timings(reports[0]) == _without_timings(reports[1])

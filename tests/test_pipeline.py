@@ -141,3 +141,22 @@ def test_html_charts_are_well_formed_svg_with_ci_error_bars(finished_run):
     assert len(bars) == 3 * 4, "one bar per run and metric"
     assert len(list(charts[0].iter(f"{ns}line"))) == 3 * 4 + 1, "one CI error bar per bar, plus the axis"
     assert len(list(charts[1].iter(f"{ns}polyline"))) == 3, "one length curve per run"
+
+
+def test_changed_generation_settings_start_an_interrupted_evaluation_afresh(finished_run, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    folder = shutil.copytree(finished_run / "lora", tmp_path / "lora")
+    monkeypatch.setattr(evaluation.Partial, "remove", lambda self: None)  # keep every saved prediction
+    summarizer = inference.Summarizer.from_run(folder)
+
+    def resumed(summarizer):
+        evaluation.evaluate_run(folder, progress=False, summarizer=summarizer)
+        return json.loads((folder / "metadata.json").read_text())["resumed_predictions"]
+
+    resumed(summarizer)
+    assert resumed(summarizer) == 8  # the same settings continue from the saved predictions...
+    generation = {**summarizer.settings.generation, "max_new_tokens": 5}
+    summarizer.settings = dataclasses.replace(summarizer.settings, generation=generation)
+    assert resumed(summarizer) == 0  # ...other ones start afresh

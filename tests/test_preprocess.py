@@ -43,3 +43,26 @@ def test_overlong_inputs_are_truncated_counted_and_keep_eos(tiny_model):
     assert len(dataset[0]["input_ids"]) == 16 and dataset[0]["input_ids"][-1] == tokenizer.eos_token_id
     assert len(dataset[0]["labels"]) == 8 and dataset[0]["labels"][-1] == tokenizer.eos_token_id
     assert torch.tensor(dataset[1]["input_ids"]).numel() == dataset[1]["length"]
+
+
+def test_overlong_prompts_lose_dialogue_not_instruction_or_cue(tiny_model):
+    from test_inference import _long_dialogue, assert_kept_instruction_and_cue
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    template = PromptTemplate()
+    short = template.format("#Person1#: Hi.\n#Person2#: Hello.")
+    dataset, stats = tokenize(tokenizer, [template.format(_long_dialogue(tokenizer)), short], ["s", "t"], 64, 8)
+    assert stats.truncated_sources == 1
+    assert_kept_instruction_and_cue(dataset[0]["input_ids"], tokenizer, 64)
+    assert dataset[1]["input_ids"] == tokenizer(short)["input_ids"], "a prompt that fits must not change"
+
+
+def test_a_template_longer_than_the_limit_is_one_clear_error(tiny_model):
+    import pytest
+
+    from dialogtune.errors import DialogtuneError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    template = PromptTemplate("Summarize this conversation between two people, briefly.\n\n{dialogue}\n\nSummary: ")
+    with pytest.raises(DialogtuneError, match="max_source_length"):
+        tokenize(tokenizer, [template.format("#Person1#: Hi there.")], ["s"], 8, 8, template)

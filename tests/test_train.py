@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import FAST_TRAINING
+from conftest import FAST_TRAINING, assert_same_text_where_decisive, greedy_margin
 from dialogtune.configio import load_config
 from dialogtune.inference import BASE, Summarizer, generate, generation_config
 from dialogtune.errors import DialogtuneError
@@ -78,9 +78,11 @@ def test_saved_adapter_reloaded_into_fresh_base_gives_same_generations(lora_trai
     settings = generation_config({"max_new_tokens": 10, "num_beams": 1, "do_sample": False}, setup.tokenizer)
     setup.model.eval()
     trained = generate(setup.model, setup.tokenizer, prompts, settings, progress=False)
-    for merge in (False, True):
-        summarizer = Summarizer.from_run(run, merge=merge)
-        assert summarizer.generate(prompts, max_new_tokens=10) == trained
+    unmerged = Summarizer.from_run(run, merge=False)
+    assert unmerged.generate(prompts, max_new_tokens=10) == trained  # the same computation, bit for bit
+    summarizer = Summarizer.from_run(run, merge=True)  # merged: the same function, rounded differently
+    margins = [greedy_margin(setup.model, setup.tokenizer, p, 10) for p in prompts]
+    assert_same_text_where_decisive(summarizer.generate(prompts, max_new_tokens=10), trained, margins)
     reloaded = summarizer.model
     # The adapter matters: the untouched base scores the same input differently.
     enc = setup.tokenizer(prompts[:1], return_tensors="pt")
@@ -154,23 +156,31 @@ def _lora_adapter_after_training(tiny_model, small_data, tmp_path, **extra):
     calls = []
     # A hook on the block itself runs outside the checkpoint; one on a sublayer sees the recomputation too.
     setup.base.encoder.block[0].layer[0].register_forward_hook(lambda *args: calls.append(1))
+    before = {n: p.detach().clone() for n, p in setup.model.named_parameters() if "lora_" in n}
     fit(setup, config, config.output)
-    return {n: p.detach().clone() for n, p in setup.model.named_parameters() if "lora_" in n}, len(calls)
+    after = {n: p.detach().clone() for n, p in setup.model.named_parameters() if "lora_" in n}
+    return after, {n: after[n] - before[n] for n in after}, len(calls)
 
 
 def test_lora_recomputes_activations_by_default_and_trains_the_same_adapter(tiny_model, small_data, tmp_path):
     assert load_config(None, {"method": "lora"}).training_args()["activation_checkpointing"] is True
     assert "activation_checkpointing" not in load_config(None, {"method": "full"}).training_args()
-    recomputed, calls_on = _lora_adapter_after_training(tiny_model, small_data, tmp_path / "on")
-    kept, calls_off = _lora_adapter_after_training(
+    recomputed, _, calls_on = _lora_adapter_after_training(tiny_model, small_data, tmp_path / "on")
+    kept, update, calls_off = _lora_adapter_after_training(
         tiny_model, small_data, tmp_path / "off", **{"training.activation_checkpointing": False}
     )
     # Checkpointing runs each block's forward again in the backward pass...
     assert calls_off == 3 and calls_on == 6
-    # ...with the same dropout masks (the RNG state is replayed), so the adapter is bit for bit the same.
+    # ...with the same dropout masks (the RNG state is replayed), so it trains the same adapter. Not bit
+    # for bit across CPUs: the recomputed path may take other kernels (an AVX2-only host differed in
+    # lora_A), so the two may differ by rounding, which is many orders of magnitude below what 3 steps
+    # moved the weights. Masks that were not replayed would differ by the order of the update itself.
     assert recomputed.keys() == kept.keys() and recomputed
     for name, tensor in kept.items():
-        assert torch.equal(recomputed[name], tensor), f"{name} differs with activation checkpointing"
+        moved = update[name].abs().max().item()
+        assert moved > 0, f"{name} did not train, so this comparison would show nothing"
+        gap = (recomputed[name] - tensor).abs().max().item()
+        assert gap <= 1e-3 * moved, f"{name} differs with activation checkpointing by {gap:.3g} (training moved it {moved:.3g})"
 
 
 def test_batches_are_length_grouped_and_dynamically_padded(tiny_model, small_data, tmp_path):
@@ -198,3 +208,54 @@ def test_tensorboard_logging_writes_event_files_when_chosen(tiny_model, small_da
     config = _config(tiny_model, small_data, tmp_path, "lora", **{"training.report_to": "tensorboard", "training.max_steps": 2, "training.logging_steps": 1})
     run = fit(prepare(config), config, config.output)
     assert list((run.folder / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def _gpu(monkeypatch, capability, native):
+    from dialogtune import train
+
+    monkeypatch.setattr(train, "_TOLD", set(), raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+
+    def is_bf16_supported(including_emulation=True):
+        # What torch says on such a GPU: emulated bf16 counts unless asked not to.
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    return train.mixed_precision
+
+
+def test_bf16_only_where_the_gpu_has_it_natively(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="dialogtune.train")
+    assert _gpu(monkeypatch, (8, 0), native=True)() == {"bf16": True}
+    assert "bf16 not used" not in caplog.text
+    mixed_precision = _gpu(monkeypatch, (7, 5), native=False)
+    assert mixed_precision() == {} and mixed_precision() == {}
+    told = [r.getMessage() for r in caplog.records if "bf16 not used" in r.getMessage()]
+    assert len(told) == 1 and "compute capability 7.5" in told[0] and told[0].endswith("training in fp32")
+
+
+def test_bad_lora_target_fails_before_any_data_is_loaded(tiny_model, small_data, tmp_path, caplog):
+    caplog.set_level("INFO")
+    config = _config(tiny_model, small_data, tmp_path, "lora", **{"lora.target_modules": ["wi"]})
+    with pytest.raises(DialogtuneError, match="'wi' matches no module.*wi_0, wi_1, wo"):
+        prepare(config)
+    assert "dialogues" not in caplog.text, "data was loaded before a config-only error"
+
+
+def test_library_deprecation_warnings_do_not_reach_the_terminal(tiny_model, small_data, tmp_path):
+    import warnings
+
+    from dialogtune.cli import main
+
+    flags = ["--training.max_steps=2", "--training.save_strategy=no", "--training.per_device_train_batch_size=4",
+             "--lora.r=4", "--training.activation_checkpointing=true"]
+    # Without -q (which hides them all). Record every warning that would be shown: pytest would hide them from stderr.
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        code = main(["train", "--model", str(tiny_model), "--dataset", str(small_data), "--method", "lora",
+                     "--output", str(tmp_path / "lora")] + flags)
+        Summarizer.from_run(tmp_path / "lora", merge=False)  # as `evaluate` and `run` load it
+    assert code == 0
+    deprecations = [str(w.message) for w in shown if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not deprecations
