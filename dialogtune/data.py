@@ -7,38 +7,25 @@ Data whose file names carry no split (one file, or a folder of unnamed files) is
 train/validation/test by seed, over dialogues; `check_overlap` refuses evaluation dialogues that are
 also train dialogues, unless allowed, so no run trains on what it is scored on without saying so.
 
-It is over 300 lines because every layout rule and its one-line error (which file, which row,
-which column, how to fix it) belongs beside the code that reads that layout, and the split and the
-overlap check must see dialogues exactly as the layouts produce them.
+Reading files and hub datasets is `sources`' job; the part sizes and the overlap rule are `splits`'.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 import logging
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
-from dialogtune.config import DataConfig
 from dialogtune.assets import resolve
+from dialogtune.config import DataConfig
 from dialogtune.errors import DialogtuneError
+from dialogtune.sources import SPLIT_ALIASES, Row, canonical_split, hub_rows, is_local, local_files, read_rows
+from dialogtune.splits import check_overlap, comparable, part_sizes
 
 log = logging.getLogger(__name__)
-
-SUFFIXES = (".csv", ".json", ".jsonl", ".csv.gz", ".json.gz", ".jsonl.gz")
-# Names a split goes by in file names and hub repos; DialogSum's own files say "dev".
-SPLIT_ALIASES = {
-    "train": ("train",),
-    "validation": ("validation", "dev", "val", "valid"),
-    "test": ("test",),
-}
-
 
 class Record(TypedDict):
     id: str
@@ -48,137 +35,6 @@ class Record(TypedDict):
     topic: str
 
 
-Row = tuple[str, dict[str, Any]]  # (where, row): "file.csv row 12" and the row's fields
-
-
-def _canonical_split(name: str) -> str:
-    for split, aliases in SPLIT_ALIASES.items():
-        if name in aliases:
-            return split
-    return name
-
-
-def _split_of_file(path: Path) -> str:
-    stem = path.name
-    for suffix in SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    for token in reversed(re.split(r"[._\-]", stem)):
-        canonical = _canonical_split(token)
-        if canonical in SPLIT_ALIASES:
-            return canonical
-    return stem
-
-
-def read_utf8(path: str | Path, what: str = "file") -> str:
-    """A text file's contents (gzip allowed), or one line saying it is missing or not UTF-8 and where."""
-    path = Path(path)
-    if not path.is_file():
-        raise DialogtuneError(f"{what} {path} does not exist; check the path")
-    return _decode(path)
-
-
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    if path.name.endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DialogtuneError(f"{path} is not a valid gzip file ({err}); re-compress it or pass the plain file") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DialogtuneError(
-            f"{path} is not UTF-8 (byte 0x{raw[err.start]:02x} on line {line}); re-save it as UTF-8, "
-            f"e.g. iconv -f latin1 -t utf-8"
-        ) from None
-
-
-def _read_file(path: Path) -> Iterator[Row]:
-    text = _decode(path)
-    name = path.name.removesuffix(".gz")
-    if name.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise DialogtuneError(f"{path} is empty; it needs a header row and at least one data row")
-        rows = 0
-        for number, row in enumerate(reader, start=2):
-            rows += 1
-            yield f"{path} row {number}", row
-        if rows == 0:
-            raise DialogtuneError(f"{path} has a header row but no data rows; add rows below the header")
-        return
-    stripped = text.lstrip()
-    if not stripped:
-        raise DialogtuneError(f"{path} is empty; it needs at least one row")
-    if name.endswith(".json") and stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DialogtuneError(f"{path} is not valid JSON (line {err.lineno}: {err.msg}); fix it or use JSONL") from None
-        if not isinstance(rows, list) or not rows:
-            raise DialogtuneError(f"{path} holds no rows (an empty or non-list JSON value); add objects to the list")
-        for number, row in enumerate(rows, start=1):
-            if not isinstance(row, dict):
-                raise DialogtuneError(f"{path} item {number} is not an object; each item needs named fields")
-            yield f"{path} item {number}", row
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DialogtuneError(f"{path} line {number} is not valid JSON ({err.msg}); fix or remove that line") from None
-        if not isinstance(row, dict):
-            raise DialogtuneError(f"{path} line {number} is not a JSON object; each line needs named fields")
-        yield f"{path} line {number}", row
-
-
-def _local_files(path: Path) -> dict[str, list[Path]]:
-    if path.is_file():
-        if not path.name.endswith(SUFFIXES):
-            raise DialogtuneError(f"{path} is not a CSV, JSON or JSONL file; use one of: {', '.join(SUFFIXES)}")
-        return {_split_of_file(path): [path]}
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
-    if not files:
-        raise DialogtuneError(f"folder {path} has no CSV, JSON or JSONL files; add e.g. train.jsonl and test.jsonl")
-    splits: dict[str, list[Path]] = {}
-    for file in files:
-        splits.setdefault(_split_of_file(file), []).append(file)
-    return splits
-
-
-def _hub_rows(name: str, split: str) -> tuple[list[Row], list[str]]:
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(name)
-    except Exception as err:  # the hub raises many types; all mean "could not load"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DialogtuneError(
-            f"could not load dataset `{name}` ({reason}); check the id and your connection, "
-            f"or pass a local CSV/JSON/JSONL file or folder"
-        ) from None
-    available = {_canonical_split(s): s for s in dataset}
-    if split not in available:
-        return [], sorted(available)
-    rows = [(f"{name} [{available[split]}] row {i}", dict(row)) for i, row in enumerate(dataset[available[split]])]
-    return rows, sorted(available)
-
-
-def _is_local(cfg: DataConfig, source: str) -> bool:
-    if cfg.loader == "local" or (cfg.loader == "auto" and Path(source).exists()):
-        if not Path(source).exists():
-            raise DialogtuneError(f"data path {source} does not exist; check `data.dataset`")
-        return True
-    if cfg.loader == "auto" and (source.startswith((".", "/", "~")) or source.endswith(SUFFIXES)):
-        raise DialogtuneError(f"data path {source} does not exist; check `data.dataset`")
-    return False
-
-
 class MissingSplit(DialogtuneError):
     """The data has no split of that name (a caller may treat that as "nothing to check")."""
 
@@ -186,13 +42,13 @@ class MissingSplit(DialogtuneError):
 def _records(cfg: DataConfig, split: str, require_references: bool = True, whole_file: bool = False) -> list[Record]:
     """One split's records; a part of a seeded split may be empty, and the caller decides whether that is an error."""
     source = resolve(cfg.dataset, "dataset")
-    if _is_local(cfg, source):
+    if is_local(cfg, source):
         path = Path(source)
         if whole_file and path.is_file():
-            return normalise(list(_read_file(path)), cfg, split, require_references)
-        files = _local_files(path)
+            return normalise(list(read_rows(path)), cfg, split, require_references)
+        files = local_files(path)
         if split in files:
-            return normalise([row for file in files[split] for row in _read_file(file)], cfg, split, require_references)
+            return normalise([row for file in files[split] for row in read_rows(file)], cfg, split, require_references)
         if split in SPLIT_ALIASES and not SPLIT_ALIASES.keys() & files.keys():
             # No file says which split it is: train and test are drawn from the same pool, never the same rows.
             return _seeded_split(cfg, path, files, require_references)[0][split]
@@ -200,27 +56,12 @@ def _records(cfg: DataConfig, split: str, require_references: bool = True, whole
             f"{source} has no `{split}` split (found: {', '.join(sorted(files))}); pick one of those, "
             f"name a file e.g. {split}.jsonl, or set the data.*_split options"
         )
-    rows, available = _hub_rows(source, split)
+    rows, available = hub_rows(source, split)
     if not rows and split not in available:
         raise MissingSplit(
             f"dataset `{source}` has no `{split}` split (found: {', '.join(available)}); set the data.*_split options"
         )
     return normalise(rows, cfg, split, require_references)
-
-
-def _comparable(text: str) -> str:
-    """A dialogue as the overlap check sees it: lowercase, punctuation gone, whitespace collapsed."""
-    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
-
-
-def _part_sizes(count: int, fractions: list[float]) -> list[int]:
-    """`count` split by `fractions`, rounded by largest remainder so the sizes add up to `count` exactly."""
-    exact = [fraction * count for fraction in fractions]
-    sizes = [int(x) for x in exact]
-    by_remainder = sorted(range(len(sizes)), key=lambda i: exact[i] - sizes[i], reverse=True)
-    for i in by_remainder[: count - sum(sizes)]:
-        sizes[i] += 1
-    return sizes
 
 
 def _seeded_split(
@@ -232,16 +73,16 @@ def _seeded_split(
     punctuation stay together, so `check_overlap` can never find the split's own parts overlapping.
     """
     name = source.name.split(".")[0] or "row"  # the id prefix of rows without an id column
-    rows = [row for file in sorted(f for group in files.values() for f in group) for row in _read_file(file)]
+    rows = [row for file in sorted(f for group in files.values() for f in group) for row in read_rows(file)]
     records = normalise(rows, cfg, name, require_references)
     groups: dict[str, list[int]] = {}
     for index, record in enumerate(records):
-        groups.setdefault(_comparable(record["dialogue"]), []).append(index)
+        groups.setdefault(comparable(record["dialogue"]), []).append(index)
     order = list(groups.values())
     random.Random(cfg.split_seed).shuffle(order)
     parts: dict[str, list[Record]] = {}
     start = 0
-    for split, size in zip(SPLIT_ALIASES, _part_sizes(len(order), cfg.split_sizes)):
+    for split, size in zip(SPLIT_ALIASES, part_sizes(len(order), cfg.split_sizes)):
         parts[split] = [records[i] for i in sorted(i for group in order[start : start + size] for i in group)]
         start += size
     sizes = {split: len(part) for split, part in parts.items()}
@@ -256,9 +97,9 @@ def _seeded_split(
 def split_info(cfg: DataConfig) -> dict[str, Any] | None:
     """How a source without named splits was split (for the run's metadata); None when the data has real splits."""
     source = resolve(cfg.dataset, "dataset")
-    if not _is_local(cfg, source):
+    if not is_local(cfg, source):
         return None
-    files = _local_files(Path(source))
+    files = local_files(Path(source))
     if SPLIT_ALIASES.keys() & files.keys():
         return None
     return _seeded_split(cfg, Path(source), files)[1]
@@ -415,7 +256,7 @@ def load_split(
             f"the sample limit for the `{split}` split is {limit}; set --max-train-samples / --max-eval-samples "
             f"to 1 or more, or leave it unset"
         )
-    records = _records(cfg, _canonical_split(split), require_references, whole_file)
+    records = _records(cfg, canonical_split(split), require_references, whole_file)
     if not records:  # only a part of a seeded split can be empty; a file or split without rows failed earlier
         raise DialogtuneError(
             f"splitting {cfg.dataset} by data.split_sizes {cfg.split_sizes} leaves the `{split}` split empty; "
@@ -426,38 +267,13 @@ def load_split(
     return records
 
 
-def check_overlap(train: list[Record], evaluation: list[Record], allow: bool, name: str = "evaluation") -> dict[str, Any]:
-    """Refuse evaluation dialogues that are also train dialogues (same id, or same text up to case, spacing and
-    punctuation); with `allow`, warn instead. Returns `{"overlap": n, "example": id or None}` for the metadata.
-    """
-    train_ids = {record["id"] for record in train}
-    train_texts = {_comparable(record["dialogue"]): record["id"] for record in train}
-    shared: list[tuple[str, str]] = []  # (evaluation id, how it matches a train dialogue)
-    for record in evaluation:
-        twin = train_texts.get(_comparable(record["dialogue"]))
-        if twin is not None:
-            shared.append((record["id"], "same id and text" if twin == record["id"] else f"same text as train id {twin}"))
-        elif record["id"] in train_ids:
-            shared.append((record["id"], "same id, different text"))
-    if not shared:
-        return {"overlap": 0, "example": None}
-    example, how = shared[0]
-    message = f"{len(shared)} of {len(evaluation)} {name} dialogues also appear in the train split (e.g. id {example}, {how})"
-    if not allow:
-        raise DialogtuneError(
-            f"{message}; remove them from one split, or pass --allow-overlap to train anyway (the overlap is recorded)"
-        )
-    log.warning("%s; training anyway because data.allow_overlap is set", message)
-    return {"overlap": len(shared), "example": example}
-
-
 def check_splits_disjoint(cfg: DataConfig, train: list[Record], eval_splits: list[str], allow: bool) -> dict[str, Any]:
     """`check_overlap` of `train` against each evaluation split the data has (missing ones are skipped).
 
     Returns `{"overlap": total, "example": first id or None, "splits": {split: n}}` for the run's metadata.
     """
     found: dict[str, Any] = {"overlap": 0, "example": None, "splits": {}}
-    for split in dict.fromkeys(map(_canonical_split, eval_splits)):
+    for split in dict.fromkeys(map(canonical_split, eval_splits)):
         try:
             records = _records(cfg, split)
         except MissingSplit:

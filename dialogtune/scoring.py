@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dialogtune.config import DataConfig
-from dialogtune.data import load_split, read_utf8
+from dialogtune.data import load_split
+from dialogtune.sources import read_utf8
 from dialogtune.errors import DialogtuneError
 from dialogtune.faithfulness import faithfulness_summary
 from dialogtune.breakdowns import by_topic, degenerate_outputs

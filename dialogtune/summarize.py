@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dialogtune.config import DataConfig
-from dialogtune.data import SUFFIXES, load_split, read_utf8
+from dialogtune.data import load_split
+from dialogtune.sources import SUFFIXES, read_utf8
 from dialogtune.errors import DialogtuneError
 from dialogtune.inference import Summarizer
 

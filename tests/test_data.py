@@ -6,7 +6,8 @@ import pytest
 
 from conftest import shared_path, write_jsonl
 from dialogtune.config import DataConfig
-from dialogtune.data import check_overlap, check_splits_disjoint, load_split, split_info
+from dialogtune.data import check_splits_disjoint, load_split, split_info
+from dialogtune.splits import check_overlap
 from dialogtune.errors import DialogtuneError
 
 

@@ -7,7 +7,6 @@ import copy
 import io
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
