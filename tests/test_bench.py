@@ -16,8 +16,11 @@ from tests.conftest import REPO, assert_same_text_where_decisive, greedy_margin,
 # bench/ is a folder of scripts that import each other as siblings, so it goes on the path as they expect.
 sys.path.insert(0, str(REPO / "bench"))
 import bench_speed  # noqa: E402
+import compare_runs  # noqa: E402
+import host  # noqa: E402
 import measure  # noqa: E402
 import recipes  # noqa: E402
+import repeats  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,8 @@ def test_notebook_batch_trains_on_pads_and_ours_does_not(tokenizer):
 def test_quick_json_contract(tmp_path):
     shared_path("dialogsum", "dialogsum.dev.jsonl")
     output = tmp_path / "bench.json"
-    bench_speed.main(["--quick", "--shape", "tiny", "--in-process", "--steps", "1", "--batch-size", "1",
+    # 2 rounds, not quick's 3: enough to pair rounds, and a third of the test's time.
+    bench_speed.main(["--quick", "--shape", "tiny", "--in-process", "--steps", "1", "--batch-size", "1", "--rounds", "2",
                 "--eval-examples", "2", "--new-tokens", "3", "--levers", "--output", str(output)])
     report = json.loads(output.read_text())
     assert report["matmul_peak_gflops"] > 0
@@ -99,6 +103,87 @@ def test_quick_json_contract(tmp_path):
         assert row[key] > 0
     assert row["flop_ratio"] > 1  # the loop encodes at 512
     assert row["shape"] == "tiny"
+    # Repeats: every ratio is the median of the paired rounds, with its min-max; both matmul peaks and the host.
+    assert report["plan"]["rounds"] == 2 and report["matmul_peak_after_gflops"] > 0
+    for row in [*report["train"], *report["eval"]]:
+        assert len(row["ratio_rounds"]) == 2 and row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+    (lora,) = [r for r in report["train"] if r["method"] == "lora"]
+    assert lora["tokens_vs_full_min"] <= lora["tokens_vs_full"] <= lora["tokens_vs_full_max"]
+    assert set(report["host"]["matmul_peak_gflops"]) == {"before", "after"}
+    assert compare_runs.compare(report, report) == (compare_runs.compare(report, report)[0], True)
+
+
+def test_lora_vs_full_reports_both_checkpointing_variants(tmp_path):
+    shared_path("dialogsum", "dialogsum.dev.jsonl")
+    output = tmp_path / "bench.json"
+    bench_speed.main(["--lora-vs-full", "--shape", "tiny", "--in-process", "--steps", "1", "--batch-size", "1",
+                      "--rounds", "2", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["eval"] == [] and [r["method"] for r in report["train"]] == ["full"]
+    variants = {r["variant"]: r for r in report["lora_vs_full"]}
+    assert set(variants) == {"activation checkpointing off", "activation checkpointing on"}
+    for row in variants.values():
+        assert row["tokens_vs_full_min"] <= row["tokens_vs_full"] <= row["tokens_vs_full_max"]
+        assert row["peak_rss_vs_full"] > 0 and len(row["tokens_vs_full_rounds"]) == 2
+
+
+def test_quick_plan_interleaves_the_recipes_round_by_round():
+    plan = bench_speed.make_plan(bench_speed.parse_args(["--quick"]))
+    assert plan.rounds >= 3 and plan.steps >= 5
+    jobs = repeats.schedule(plan)
+    order = [(j["round"], j["kind"], j.get("method"), j.get("recipe")) for j in jobs]
+    one_round = [("train", "full", "notebook"), ("train", "full", "dialogtune"),
+                 ("train", "lora", "notebook"), ("train", "lora", "dialogtune"), ("eval", None, None)]
+    assert order == [(k, *job) for k in range(plan.rounds) for job in one_round]
+    lora = repeats.schedule(bench_speed.make_plan(bench_speed.parse_args(["--lora-vs-full"])))
+    assert [(j["round"], j["shape"], j["method"], j["label"]) for j in lora[:6]] == [
+        (0, "small", "full", ""), (0, "small", "lora", "activation checkpointing off"), (0, "small", "lora", "activation checkpointing on"),
+        (0, "base", "full", ""), (0, "base", "lora", "activation checkpointing off"), (0, "base", "lora", "activation checkpointing on")]
+    assert {j["round"] for j in lora} == {0, 1, 2} and {j["recipe"] for j in lora} == {"dialogtune"}
+
+
+def test_ratios_pair_rounds_and_take_the_median():
+    # Round 2 ran on a host twice as fast for both recipes: paired, its ratio is unchanged.
+    ours, notebook = [100.0, 200.0, 90.0], [20.0, 40.0, 30.0]
+    assert repeats.paired_spread(ours, notebook) == {"median": 5.0, "min": 3.0, "max": 5.0, "values": [5.0, 5.0, 3.0]}
+    assert repeats.spread([3.0, 1.0, 2.0, 10.0])["median"] == 2.5
+    merged = repeats.median_result([{"tokens_per_s": 1.0, "steps": 5, "nested": {"x": 1.0}},
+                                    {"tokens_per_s": 9.0, "steps": 5, "nested": {"x": 3.0}}])
+    assert merged == {"tokens_per_s": 5.0, "steps": 5, "nested": {"x": 2.0}, "rounds": 2}
+    with pytest.raises(ValueError, match="pair rounds"):
+        repeats.paired_spread([1.0], [1.0, 2.0])
+
+
+def test_host_fingerprint_has_cpu_flags_peaks_and_threads():
+    text = "processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse avx avx2 fma avx512f amx_tile\n" \
+           "processor\t: 1\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse avx avx2 fma avx512f amx_tile\n"
+    assert host.cpu_info(text) == ("Example CPU @ 2.0GHz", ["avx", "avx2", "fma", "avx512f", "amx_tile"])
+    found = host.fingerprint("cpu", {"before": {"gflops": 250.0}, "after": {"gflops": 260.0}})
+    assert found["threads"] == torch.get_num_threads() and found["cpu_model"]
+    assert found["matmul_peak_gflops"] == {"before": 250.0, "after": 260.0}
+    assert isinstance(found["cpu_flags"], list)
+    line = host.describe(found)
+    assert "before 250.0, after 260.0" in line and f"{found['threads']} threads" in line
+
+
+def _run(train_ratio: float, lora_ratio: float, eval_ratio: float) -> dict:
+    return {"train": [{"shape": "s", "method": "full", "ratio": train_ratio},
+                      {"shape": "s", "method": "lora", "ratio": lora_ratio, "tokens_vs_full": 1.3}],
+            "eval": [{"shape": "s", "ratio": eval_ratio}]}
+
+
+def test_compare_runs_verdict_is_plus_minus_15_percent(tmp_path, capsys):
+    a = _run(6.0, 4.0, 5.0)
+    rows, ok = compare_runs.compare(a, _run(6.8, 3.5, 5.0))  # +13.3 %, -12.5 %: within
+    assert ok and len(rows) == 4
+    rows, ok = compare_runs.compare(a, _run(6.0, 4.0, 5.9))  # +18 % on evaluation: not within
+    assert not ok and [r["name"] for r in rows if abs(r["diff"]) > 0.15] == ["eval s: dialogtune / notebook summaries/s"]
+    assert not compare_runs.compare(a, {"train": a["train"]})[1]  # a ratio missing from one run is not a pass
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(_run(4.4, 4.0, 5.0)))  # -26.7 %
+    assert compare_runs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    out = capsys.readouterr().out
+    assert "-26.7%" in out and "NOT all within" in out
 
 
 def test_step_profile_accounts_for_the_whole_step(capsys):
