@@ -188,17 +188,18 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "train_sampling_strategy": "group_by_length",
     "dataloader_num_workers": 0,
 }
+AUTO = "auto"  # values we accept for a library's bool field and resolve before the library sees them
+RESOLVED_VALUES: dict[str, tuple[str, ...]] = {"training.activation_checkpointing": (AUTO,)}
 # Trainer defaults that differ by method, under the user's `training` settings.
 METHOD_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {"learning_rate": 3e-4},
     "lora": {
         # LoRA trains far fewer weights from a zero start, so it wants a larger step than full fine-tuning.
         "learning_rate": 1e-3,
-        # LoRA's point is to fit where full fine-tuning does not. Its optimizer state is tiny, so
-        # activations are most of its memory: recomputing them in the backward pass cut LoRA's peak from
-        # 4,705 to 1,741 MiB at batch 8 for 25% fewer tokens/s (BENCHMARKS.md), and leaves the
-        # gradients unchanged (tests/test_train.py).
-        "activation_checkpointing": True,
+        # Recomputing activations cut LoRA's peak from 4,705 to 1,741 MiB at batch 8 (BENCHMARKS.md) but
+        # cost 25% of its tokens/s, leaving LoRA slower than full on CPU. `auto`: only on a GPU where the
+        # estimate (dialogtune.memory) exceeds free memory; resolved in train.training_arguments.
+        "activation_checkpointing": AUTO,
     },
     "original": {"learning_rate": 0.0},
 }
@@ -275,6 +276,9 @@ class Config:
     def training_args(self) -> dict[str, Any]:
         """Trainer arguments: our defaults under the user's."""
         defaults = {**TRAINING_DEFAULTS, **METHOD_TRAINING_DEFAULTS[self.method]}
+        if "gradient_checkpointing" in self.training:
+            # The library's deprecated alias counts only when `activation_checkpointing` is unset.
+            defaults.pop("activation_checkpointing", None)
         return {**defaults, "seed": self.seed, **self.training}
 
     def lora_args(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from dialogtune.config import LORA_ALIASES, PASSTHROUGH, Config
+from dialogtune.config import LORA_ALIASES, PASSTHROUGH, RESOLVED_VALUES, Config
 from dialogtune.errors import DialogtuneError
 
 PASSTHROUGH_CLASSES = {
@@ -196,11 +196,12 @@ def _passthrough_problems(section: str, values: dict[str, Any]) -> list[str]:
             continue
         # The libraries store a wrong type without complaint and fail mid-training; check it now.
         scalar = _scalar(field_types.get(key))
-        if scalar is not None and not (value is None and scalar is not bool):
+        ours = RESOLVED_VALUES.get(f"{section}.{key}", ())
+        if scalar is not None and not (value is None and scalar is not bool) and value not in ours:
             try:
                 _coerce(value, scalar, f"{section}.{key}")
             except DialogtuneError as err:
-                problems.append(str(err))
+                problems.append(str(err) + "".join(f" or {v}" for v in ours))
     return problems
 
 

@@ -25,8 +25,6 @@ QUICK = {
 # Sized for the bundled corpus (short dialogues, short summaries); another dataset gets the defaults.
 CORPUS_SIZED = {"data": ("max_train_samples", "max_eval_samples", "max_source_length", "max_target_length"),
                 "generation": ("max_new_tokens",)}
-# Sized for the bundled tiny model, which needs no memory saving; a real model gets the defaults.
-MODEL_SIZED = {"training": ("activation_checkpointing",)}
 
 
 def demo_config(out: str | Path | None = None, quick: bool = False, overrides: dict[str, Any] | None = None) -> Config:
@@ -36,8 +34,6 @@ def demo_config(out: str | Path | None = None, quick: bool = False, overrides: d
     replaced = []  # settings sized for what the user swapped out go back to the defaults
     if overrides.get("data.dataset", tree["data"]["dataset"]) != tree["data"]["dataset"]:
         replaced.append(CORPUS_SIZED)
-    if overrides.get("model", tree["model"]) != tree["model"]:
-        replaced.append(MODEL_SIZED)
     for sized in replaced:
         for section, keys in sized.items():
             for key in keys:

@@ -152,12 +152,19 @@ def apply_lora(model: torch.nn.Module, lora_args: dict[str, Any]) -> torch.nn.Mo
 def check_lora(name: str, lora_args: dict[str, Any]) -> None:
     """Check LoRA settings against the model `name` built from its config alone (no weights are read),
     so a bad target fails before any data is loaded."""
+    _lora_config(skeleton(name), lora_args)
+
+
+def skeleton(name: str, lora_args: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The model `name` (with a LoRA adapter if `lora_args` are given) built from its config on the meta
+    device: names, shapes and parameter counts, with nothing allocated and no weights read."""
+    from peft import get_peft_model
     from transformers import AutoModelForSeq2SeqLM
 
     _, config = _model_config(name)
-    with torch.device("meta"):  # shapes and names only: nothing is allocated
-        skeleton = AutoModelForSeq2SeqLM.from_config(config)
-    _lora_config(skeleton, lora_args)
+    with torch.device("meta"), quiet_libraries():
+        model = AutoModelForSeq2SeqLM.from_config(config)
+        return get_peft_model(model, _lora_config(model, lora_args)) if lora_args is not None else model
 
 
 def _lora_config(model: torch.nn.Module, lora_args: dict[str, Any], report: bool = False) -> Any:

@@ -19,9 +19,10 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallba
 from dialogtune import runs
 from dialogtune.runs import Plan, RunFolder, Status
 from dialogtune.checkpoints import CheckpointingTrainer
-from dialogtune.config import TRAINED_METHODS, Config
+from dialogtune.config import AUTO, TRAINED_METHODS, Config
 from dialogtune.data import check_splits_disjoint, load_split, split_info
 from dialogtune.errors import DialogtuneError
+from dialogtune.memory import auto_activation_checkpointing
 from dialogtune.modeling import (
     apply_lora, check_lora, describe_parameters, load_base, load_tokenizer, parameter_counts, quiet_libraries, size_on_disk,
 )
@@ -85,11 +86,16 @@ def mixed_precision() -> dict[str, bool]:
     return {}
 
 
-def training_arguments(config: Config, folder: Path) -> Seq2SeqTrainingArguments:
+def training_arguments(config: Config, folder: Path, announce: bool = True) -> Seq2SeqTrainingArguments:
+    """The trainer's arguments, with `auto` settings resolved (logged at info level when `announce`)."""
     mixed = mixed_precision()
     # Pinned memory only helps copies to a GPU; on CPU it just prints a warning every run.
     pin = {"dataloader_pin_memory": torch.cuda.is_available()}
     args = {**mixed, **pin, **config.training_args(), "output_dir": str(folder / runs.CHECKPOINTS)}
+    if args.get("activation_checkpointing") == AUTO:  # the library takes only a bool
+        args["activation_checkpointing"], reason = auto_activation_checkpointing(config)
+        if announce:
+            log.info("activation checkpointing: %s (auto: %s)", "on" if args["activation_checkpointing"] else "off", reason)
     report_to = args.get("report_to") or []
     if "tensorboard" in ([report_to] if isinstance(report_to, str) else report_to):
         try:
@@ -210,6 +216,7 @@ def fit(
         train_examples_per_second=round(examples_seen / seconds, 3),
         train_tokens_per_second=round(tokens_seen / seconds, 1),
         peak_memory_bytes=_peak_memory(),
+        activation_checkpointing=bool(args.activation_checkpointing),
         tokens=stats.as_dict(),
         resumed_from=str(checkpoint) if checkpoint else None,
         **setup.data_checks,
@@ -239,7 +246,7 @@ def train(config: Config, folder: str | Path, overwrite: bool = False, resume: b
     whether or not `resume` is set: rerunning the command that was killed is enough.
     """
     folder = Path(folder)
-    training_arguments(config, folder)  # fail on bad options before loading anything
+    training_arguments(config, folder, announce=False)  # fail on bad options before loading anything
     runs.check_output(folder, overwrite)
     plan, checkpoint = RunFolder.plan(folder, config, overwrite)
     if plan is not Plan.RESUME:

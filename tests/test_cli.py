@@ -80,7 +80,7 @@ def test_help_lists_every_config_key_with_its_help_and_default(command):
         assert "full: 0.0003, lora: 0.001" in entries["--training.learning_rate"]
         assert "default: 200" in entries["--generation.max_new_tokens"]
     if command == "demo":  # the bundled recipe's values
-        assert "(default: builtin:tiny-t5)" in entries["--model"] and "default: 8" in entries["--lora.r"]
+        assert "(default: builtin:tiny-t5)" in entries["--model"] and "default: 16" in entries["--lora.r"]
 
 
 def test_help_is_fast_because_it_imports_no_ml_library():

@@ -55,6 +55,15 @@ def test_out_of_range_values_are_refused(overrides, fragment):
         load_config(None, overrides)
 
 
+def test_activation_checkpointing_takes_auto_besides_true_and_false():
+    for value in ("auto", True, False):
+        assert load_config(None, {"training.activation_checkpointing": value}).training_args()["activation_checkpointing"] == value
+    with pytest.raises(DialogtuneError, match=r"`training.activation_checkpointing` is 'maybe'; use true or false or auto"):
+        load_config(None, {"training.activation_checkpointing": "maybe"})
+    with pytest.raises(DialogtuneError, match=r"`training.bf16` is 'auto'; use true or false$"):
+        load_config(None, {"training.bf16": "auto"})  # `auto` is ours for this one key only
+
+
 def test_per_method_overrides_apply_only_to_that_method():
     config = load_config(None, {"run.overrides": {"lora": {"training.num_train_epochs": 5}}})
     assert for_method(config, "lora").training_args()["num_train_epochs"] == 5

@@ -15,21 +15,20 @@ def test_quick_demo_runs_offline_and_writes_a_valid_report(tmp_path, capsys):
         assert set(run["rouge"]) == set(METRICS) and run["num_examples"] == 16
         assert run["total_params"] > 1_000_000
     original, full, lora = report["runs"]
-    assert lora["trainable_params"] / lora["total_params"] <= 0.05
+    assert lora["trainable_params"] / lora["total_params"] <= 0.08  # r 16 on the feed-forward layers: 7.2%
     assert lora["size_bytes"] <= 0.10 * full["size_bytes"]
     assert json.loads((out / "lora" / "metadata.json").read_text())["model"] == "builtin:tiny-t5"
     assert len(report["examples"]) == 2
 
 
-def test_demo_with_another_model_or_dataset_drops_the_settings_sized_for_the_bundled_ones():
+def test_demo_with_another_dataset_drops_the_settings_sized_for_the_bundled_corpus():
     from dialogtune.demo import demo_config
 
     bundled = demo_config()
     assert bundled.data.max_source_length == 256 and bundled.generation["max_new_tokens"] == 96
-    assert bundled.training["activation_checkpointing"] is False
+    # LoRA's memory saver is left to its `auto` default, which decides by device for any model.
+    assert "activation_checkpointing" not in bundled.training
     real_model = demo_config(overrides={"model": "google/flan-t5-base"})
-    assert "activation_checkpointing" not in real_model.training  # LoRA's memory-saving default applies
-    assert real_model.training_args()["activation_checkpointing"] is True
     assert real_model.data.max_source_length == 256  # still the bundled corpus
     real_data = demo_config(overrides={"data.dataset": "knkarthick/dialogsum"})
     assert real_data.data.max_source_length == 512 and "max_new_tokens" not in real_data.generation

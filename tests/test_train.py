@@ -162,15 +162,15 @@ def _lora_adapter_after_training(tiny_model, small_data, tmp_path, **extra):
     return after, {n: after[n] - before[n] for n in after}, len(calls)
 
 
-def test_lora_recomputes_activations_by_default_and_trains_the_same_adapter(tiny_model, small_data, tmp_path):
-    assert load_config(None, {"method": "lora"}).training_args()["activation_checkpointing"] is True
+def test_lora_recomputes_activations_only_when_asked_on_cpu_and_trains_the_same_adapter(tiny_model, small_data, tmp_path):
+    assert load_config(None, {"method": "lora"}).training_args()["activation_checkpointing"] == "auto"
     assert "activation_checkpointing" not in load_config(None, {"method": "full"}).training_args()
-    recomputed, _, calls_on = _lora_adapter_after_training(tiny_model, small_data, tmp_path / "on")
-    kept, update, calls_off = _lora_adapter_after_training(
-        tiny_model, small_data, tmp_path / "off", **{"training.activation_checkpointing": False}
+    recomputed, _, calls_on = _lora_adapter_after_training(
+        tiny_model, small_data, tmp_path / "on", **{"training.activation_checkpointing": True}
     )
-    # Checkpointing runs each block's forward again in the backward pass...
-    assert calls_off == 3 and calls_on == 6
+    kept, update, calls_auto = _lora_adapter_after_training(tiny_model, small_data, tmp_path / "auto")
+    # Checkpointing runs each block's forward again in the backward pass; `auto` on CPU does not.
+    assert calls_auto == 3 and calls_on == 6
     # ...with the same dropout masks (the RNG state is replayed), so it trains the same adapter. Not bit
     # for bit across CPUs: the recomputed path may take other kernels (an AVX2-only host differed in
     # lora_A), so the two may differ by rounding, which is many orders of magnitude below what 3 steps
@@ -181,6 +181,28 @@ def test_lora_recomputes_activations_by_default_and_trains_the_same_adapter(tiny
         assert moved > 0, f"{name} did not train, so this comparison would show nothing"
         gap = (recomputed[name] - tensor).abs().max().item()
         assert gap <= 1e-3 * moved, f"{name} differs with activation checkpointing by {gap:.3g} (training moved it {moved:.3g})"
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize(("setting", "expected"), [(None, False), ("auto", False), (True, True), (False, False)])
+def test_activation_checkpointing_reaches_the_trainer_resolved(method, setting, expected, tmp_path, caplog):
+    from dialogtune.train import training_arguments
+
+    caplog.set_level("INFO", logger="dialogtune.train")
+    overrides = {"method": method} if setting is None else {"method": method, "training.activation_checkpointing": setting}
+    args = training_arguments(load_config(None, overrides), tmp_path)
+    assert args.activation_checkpointing is expected and args.gradient_checkpointing is expected
+    resolved = setting == "auto" or (setting is None and method == "lora")
+    told = [r.getMessage() for r in caplog.records if "activation checkpointing" in r.getMessage()]
+    assert told == (["activation checkpointing: off (auto: training on CPU)"] if resolved else [])
+
+
+def test_the_deprecated_gradient_checkpointing_alias_still_counts_for_lora(tmp_path):
+    from dialogtune.train import training_arguments
+
+    for value in (True, False):  # our `activation_checkpointing` default would otherwise win over it
+        config = load_config(None, {"method": "lora", "training.gradient_checkpointing": value})
+        assert training_arguments(config, tmp_path).activation_checkpointing is value
 
 
 def test_batches_are_length_grouped_and_dynamically_padded(tiny_model, small_data, tmp_path):
