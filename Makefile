@@ -4,8 +4,12 @@
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test install
+.PHONY: demo test install browser
 install: $(STAMP)
+
+# The review page's browser tests drive the system chromium (Playwright's own download cannot work offline).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,5 +20,5 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/dialogtune demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest
