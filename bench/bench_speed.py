@@ -87,6 +87,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
         # 16 dialogues: with 8, the evaluation ratio ranged 2.09-3.38x over three rounds.
         plan = Plan(["small-1l"], [], ["small-1l"], steps=5, warmup_steps=1, batch_size=1,
                     eval_examples=16, eval_batch_size=16, new_tokens=16, lever_shapes=["small-1l"], rounds=3)
+    elif args.levers_only:
+        # Issue 12's levers at batch 8, each against the defaults in its own round: 1 + 1 layers so that
+        # 3 rounds of 10 jobs fit ~10 minutes on 2 cores.
+        plan = Plan([], [], [], steps=5, warmup_steps=1, batch_size=8, eval_examples=0, eval_batch_size=16,
+                    new_tokens=0, lever_shapes=["small-1l"], rounds=3)
     elif args.lora_vs_full:
         # Issue 12's target: LoRA tokens/s >= 1.25x full's at batch 8, at the small and base shapes.
         plan = Plan(["small", "base"], [], [], steps=5, warmup_steps=1, batch_size=8, eval_examples=0,
@@ -102,8 +107,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan = Plan(["small"], ["base"], ["small", "base"], steps=10, warmup_steps=1, batch_size=8,
                     eval_examples=64, eval_batch_size=16, new_tokens=64, lever_shapes=["small"])
     if args.shape:  # one shape for everything (the tests use the tiny stand-in)
-        plan.shapes = [args.shape]
-        plan.eval_shapes = [] if args.lora_vs_full else [args.shape]
+        plan.shapes = [] if args.levers_only else [args.shape]
+        plan.eval_shapes = [] if args.lora_vs_full or args.levers_only else [args.shape]
         plan.lever_shapes = [args.shape] if plan.lever_shapes else []
         plan.mfu_shapes = []
     if args.quick and not args.levers:
@@ -178,6 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--compare-base", action="store_true", dest="compare_base",
                         help="also train the notebook recipe at the flan-t5-base shape (needs > 24 GiB on CPU; gpu.sh sets it)")
+    parser.add_argument("--levers-only", action="store_true",
+                        help="only the levers (fused AdamW, threads, pad_to_multiple_of, torch.compile, dropout) against the defaults, batch 8")
     parser.add_argument("--levers", action="store_true", help="with --quick: also time the lever runs (dropout 0, no activation checkpointing)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda trains in bf16 (see bench/gpu.sh)")
     parser.add_argument("--steps", type=int, help="timed optimizer steps per training configuration (after 1 warm-up step)")

@@ -24,6 +24,10 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
     from dialogtune.modeling import apply_lora, parameter_counts
 
     shape = SHAPES[job["shape"]]
+    if job.get("threads"):  # the thread-count lever; quiet() set every other job to BENCH_THREADS
+        import torch
+
+        torch.set_num_threads(job["threads"])
     tokenizer = load_tokenizer(Path(job["tokenizer"]))
     n = job["batch_size"] * (job["warmup_steps"] + job["steps"])  # exactly one epoch: both recipes see every example once
     prompts, summaries = load_examples(n, Path(job["data"]))

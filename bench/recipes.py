@@ -181,7 +181,10 @@ def _dialogtune_trainer(job: dict[str, Any], base: Any, model: Any, tokenizer: A
     config = Config(method=job["method"], seed=job["seed"], dropout=job.get("dropout"), data=DataConfig(), training=training)
     dataset, stats = tokenize(tokenizer, prompts, summaries, config.data.max_source_length, config.data.max_target_length)
     setup = Setup(tokenizer, dataset, stats, base, model, PromptTemplate(config.prompt.template))
-    return make_trainer(setup, config, folder)
+    trainer = make_trainer(setup, config, folder)
+    if job.get("pad_to_multiple_of"):  # a lever, not a dialogtune setting: buckets of lengths for torch.compile
+        trainer.data_collator.pad_to_multiple_of = job["pad_to_multiple_of"]
+    return trainer
 
 
 def recipe_trainer(job: dict[str, Any], base: Any, model: Any, tokenizer: Any, prompts: list[str], summaries: list[str], folder: Path) -> Any:

@@ -17,6 +17,13 @@ LEVERS: list[tuple[str, str, dict[str, Any]]] = [
     ("lora", "dropout 0", {"dropout": 0.0}),
     ("lora", "lora_dropout 0.05 (the notebook's)", {"lora": {"lora_dropout": 0.05}}),
     ("lora", "no activation checkpointing", {"training": {"activation_checkpointing": False}}),
+    # The Trainer's default optimizer is already fused AdamW (`adamw_torch_fused`); this row shows what it buys.
+    ("full", "optim adamw_torch (foreach, not fused)", {"training": {"optim": "adamw_torch"}}),
+    ("lora", "optim adamw_torch (foreach, not fused)", {"training": {"optim": "adamw_torch"}}),
+    ("full", "1 thread", {"threads": 1}),
+    # Fewer distinct shapes is what lets torch.compile reuse its graphs; alone, it only adds padding.
+    ("full", "pad_to_multiple_of 64", {"pad_to_multiple_of": 64}),
+    ("full", "pad_to_multiple_of 64 + torch.compile", {"pad_to_multiple_of": 64, "training": {"torch_compile": True}}),
 ]
 # --lora-vs-full: dialogtune's LoRA both ways against its full fine-tuning, on dialogtune's recipe.
 LORA_VARIANTS: list[tuple[str, dict[str, Any]]] = [
@@ -50,6 +57,9 @@ def schedule(plan: Any) -> list[dict[str, Any]]:
         for shape in plan.mfu_shapes:
             train(shape, "full", "dialogtune", steps=plan.mfu_steps or plan.steps)
         for shape in plan.lever_shapes:
+            if shape not in plan.shapes:  # --levers-only: each lever against the defaults of its own round
+                for method in ("full", "lora"):
+                    train(shape, method, "dialogtune")
             for method, label, settings in LEVERS:
                 train(shape, method, "dialogtune", label, settings)
         for shape in plan.eval_shapes:  # both evaluation paths run inside one job, one after the other

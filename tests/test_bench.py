@@ -248,3 +248,19 @@ def test_merged_lora_generates_the_same_text(tiny):
     merged = generate(copy.deepcopy(lora).merge_and_unload(), tokenizer, prompts, config, batch_size=3, progress=False)
     assert unmerged != plain  # the adapter does change the output
     assert_same_text_where_decisive(merged, unmerged, [greedy_margin(lora, tokenizer, p, 12) for p in prompts])
+
+
+def test_levers_only_times_each_lever_against_the_defaults_of_its_own_round():
+    plan = bench_speed.make_plan(bench_speed.parse_args(["--levers-only"]))
+    jobs = repeats.schedule(plan)
+    assert plan.batch_size == 8 and plan.rounds >= 3 and not plan.eval_shapes
+    per_round = 2 + len(repeats.LEVERS)
+    assert len(jobs) == plan.rounds * per_round and {j["recipe"] for j in jobs} == {"dialogtune"}
+    for k in range(plan.rounds):
+        this_round = [j for j in jobs if j["round"] == k]
+        # the defaults come first in every round, so each lever's ratio pairs with a default of its round
+        assert [(j["method"], j["label"]) for j in this_round[:2]] == [("full", ""), ("lora", "")]
+        assert [j["label"] for j in this_round[2:]] == [label for _, label, _ in repeats.LEVERS]
+    labels = {label: settings for _, label, settings in repeats.LEVERS}
+    assert labels["1 thread"] == {"threads": 1}
+    assert labels["optim adamw_torch (foreach, not fused)"]["training"]["optim"] == "adamw_torch"
