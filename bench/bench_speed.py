@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_speed.py --lora-vs-full                # dialogtune LoRA vs full, batch 8, small and base
     .venv/bin/python bench/bench_speed.py --output bench-cpu.json       # the full measurement: small compared, base MFU
     .venv/bin/python bench/bench_speed.py --compare-base                # also the notebook at the base shape (> 24 GiB)
+    .venv/bin/python bench/bench_speed.py --eval-only                   # evaluation only: notebook, PyTorch, CTranslate2 f32/int8
     bash bench/gpu.sh                                                   # the same on a CUDA GPU in bf16, under 8 minutes
 
 Two recipes train and evaluate the same randomly initialised FLAN-T5-shaped models (speed does not depend
@@ -75,6 +76,8 @@ class Plan:
     mfu_steps: int | None = None  # timed steps for the MFU-only shapes (default: `steps`)
     rounds: int = 1  # interleaved repeats of every configuration
     lora_vs_full: bool = False  # dialogtune full vs LoRA with and without activation checkpointing, per shape
+    more_levers: bool = False  # --levers-only: also repeats.MORE_LEVERS
+    ct2: bool = True  # evaluation also times dialogtune's CTranslate2 backend, float32 and int8 (CPU only)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -91,7 +94,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
         # Issue 12's levers at batch 8, each against the defaults in its own round: 1 + 1 layers so that
         # 3 rounds of 10 jobs fit ~10 minutes on 2 cores.
         plan = Plan([], [], [], steps=5, warmup_steps=1, batch_size=8, eval_examples=0, eval_batch_size=16,
-                    new_tokens=0, lever_shapes=["small-1l"], rounds=3)
+                    new_tokens=0, lever_shapes=["small-1l"], rounds=3, more_levers=True)
+    elif args.eval_only:
+        # Issue 13's evaluation table: the default mode's evaluation (64 dialogues x 64 tokens, batches of 16) at
+        # the small and base shapes, every engine in each job; 3 rounds for a spread.
+        plan = Plan([], [], ["small", "base"], steps=0, warmup_steps=0, batch_size=1, eval_examples=64,
+                    eval_batch_size=16, new_tokens=64, lever_shapes=[], rounds=3)
     elif args.lora_vs_full:
         # Issue 12's target: LoRA tokens/s >= 1.25x full's at batch 8, at the small and base shapes.
         plan = Plan(["small", "base"], [], [], steps=5, warmup_steps=1, batch_size=8, eval_examples=0,
@@ -107,12 +115,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan = Plan(["small"], ["base"], ["small", "base"], steps=10, warmup_steps=1, batch_size=8,
                     eval_examples=64, eval_batch_size=16, new_tokens=64, lever_shapes=["small"])
     if args.shape:  # one shape for everything (the tests use the tiny stand-in)
-        plan.shapes = [] if args.levers_only else [args.shape]
+        plan.shapes = [] if args.levers_only or args.eval_only else [args.shape]
         plan.eval_shapes = [] if args.lora_vs_full or args.levers_only else [args.shape]
         plan.lever_shapes = [args.shape] if plan.lever_shapes else []
         plan.mfu_shapes = []
     if args.quick and not args.levers:
         plan.lever_shapes = []  # they would take quick mode past its budget; --levers adds them
+    plan.ct2 = not args.no_ct2
     for key in ("steps", "batch_size", "eval_examples", "new_tokens", "rounds"):
         if getattr(args, key) is not None:
             setattr(plan, key, getattr(args, key))
@@ -153,11 +162,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         head = f"  round {entry['round'] + 1}/{plan.rounds} {entry['kind']:5s} {entry['shape']:8s}"
         if entry["kind"] == "eval":
             job = {**base_job, "kind": "eval", "shape": entry["shape"], "eval_examples": plan.eval_examples,
-                   "eval_batch_size": plan.eval_batch_size, "new_tokens": plan.new_tokens}
+                   "eval_batch_size": plan.eval_batch_size, "new_tokens": plan.new_tokens, "ct2": plan.ct2}
             result = spawn(job, args.in_process)
             eval_runs.setdefault(entry["shape"], []).append(result)
-            print(f"{head} {result['dialogtune']['summaries_per_s'] / result['notebook']['summaries_per_s']:6.2f}x "
-                  f"summaries/s  ({time.perf_counter() - clock:.0f} s wall)", flush=True)
+            notebook = result["notebook"]["summaries_per_s"]
+            engines = "".join(f", {name} {result[name]['summaries_per_s'] / notebook:.2f}x" for name in ("ct2_float32", "ct2_int8")
+                              if name in result)
+            print(f"{head} {result['dialogtune']['summaries_per_s'] / notebook:6.2f}x summaries/s{engines}  "
+                  f"({time.perf_counter() - clock:.0f} s wall)", flush=True)
             continue
         job = {**base_job, "kind": "train", **{k: entry[k] for k in ("shape", "method", "recipe")}, **entry["settings"]}
         job["steps"] = entry.get("steps", plan.steps)
@@ -183,6 +195,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--compare-base", action="store_true", dest="compare_base",
                         help="also train the notebook recipe at the flan-t5-base shape (needs > 24 GiB on CPU; gpu.sh sets it)")
+    parser.add_argument("--eval-only", action="store_true", dest="eval_only",
+                        help="evaluation only, small and base shapes, 3 rounds: the notebook's loop, dialogtune PyTorch, "
+                             "CTranslate2 float32 and int8 (~30 min on 2 idle cores)")
+    parser.add_argument("--no-ct2", action="store_true", dest="no_ct2",
+                        help="leave dialogtune's CTranslate2 backend out of the evaluation jobs")
     parser.add_argument("--levers-only", action="store_true",
                         help="only the levers (fused AdamW, threads, pad_to_multiple_of, torch.compile, dropout) against the defaults, batch 8")
     parser.add_argument("--levers", action="store_true", help="with --quick: also time the lever runs (dropout 0, no activation checkpointing)")

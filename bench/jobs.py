@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from measure import SHAPES, BatchLog, Shape, StepClock, batch_flops, flops, matmul_peak, peak_memory, timed
-from recipes import NOTEBOOK_LENGTH, build_model, dialogtune_generate, load_examples, load_tokenizer, lora_args, notebook_generate, recipe_trainer
+from recipes import (CT2_QUANTIZATIONS, NOTEBOOK_LENGTH, build_model, ct2_convert, ct2_summarizer, dialogtune_generate, load_examples,
+                     load_tokenizer, lora_args, notebook_generate, recipe_trainer)
 
 
 def run_train(job: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +73,9 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_eval(job: dict[str, Any]) -> dict[str, Any]:
-    """Both evaluation paths on the same dialogues and the same output length, in this process."""
+    """Every evaluation path on the same dialogues and the same output length, in this process: the notebook's
+    loop, dialogtune's PyTorch batches and, on the CPU with `job["ct2"]`, dialogtune's CTranslate2 backend with
+    float32 and int8 weights. Conversion happens before any timing and is reported apart (`conversion_s`)."""
     import torch
 
     shape = SHAPES[job["shape"]]
@@ -89,6 +92,15 @@ def run_eval(job: dict[str, Any]) -> dict[str, Any]:
         "notebook": lambda batch: notebook_generate(model, tokenizer, batch, settings, job["device"]),
         "dialogtune": lambda batch: dialogtune_generate(model, tokenizer, batch, settings, job["eval_batch_size"]),
     }
+    conversions = {}
+    if job.get("ct2") and job["device"] == "cpu":  # CTranslate2 is dialogtune's CPU engine
+        with tempfile.TemporaryDirectory(prefix="bench-ct2-") as tmp:
+            for quantization in CT2_QUANTIZATIONS:
+                name = f"ct2_{quantization}"
+                conversions[name] = ct2_convert(model, tokenizer, Path(tmp), quantization)
+                # The translator holds its weights in memory, so the folder may go once it is loaded.
+                paths[name] = ct2_summarizer(Path(tmp), tokenizer, quantization, settings, job["eval_batch_size"],
+                                             torch.get_num_threads()).generate
 
     results: dict[str, Any] = {"shape": job["shape"], "examples": len(prompts), "new_tokens": length}
     results["flop_ratio"] = generation_flop_ratio(shape, tokenizer, prompts, length, job["eval_batch_size"])
@@ -100,6 +112,10 @@ def run_eval(job: dict[str, Any]) -> dict[str, Any]:
             "summaries_per_s": len(prompts) / seconds,
             "generated_tokens_per_s": len(prompts) * length / seconds,
         }
+        if name in conversions:
+            results[name]["conversion_s"] = conversions[name]
+            # Reported, not asserted: a random model's top tokens are close, and int8 moves some of them.
+            results[f"{name}_same_text"] = sum(a == b for a, b in zip(outputs["dialogtune"], outputs[name], strict=True))
     # Expected to differ: without an attention mask the notebook's encoder attends to its 512-token padding
     # (generate does not infer a mask here), so this counts texts, not a check on our optimisations;
     # tests/test_bench.py checks that batching, length sorting and LoRA merging change nothing.
@@ -156,7 +172,7 @@ def preload() -> None:
     """
     import importlib
 
-    for module in ("datasets", "peft", "dialogtune.inference", "dialogtune.train"):
+    for module in ("datasets", "peft", "dialogtune.inference", "dialogtune.train", "dialogtune.ct2"):
         importlib.import_module(module)
     import transformers
 

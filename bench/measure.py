@@ -141,7 +141,13 @@ class BatchLog:
         self.batches: list[tuple[Any, Any, tuple[int, int]]] = []
 
     def __call__(self, module: Any, args: tuple, kwargs: dict) -> None:
-        ids, labels = kwargs["input_ids"], kwargs["labels"]
+        ids, labels = kwargs["input_ids"], kwargs.get("labels")
+        if labels is None:
+            # dialogtune's trainer computes the loss itself (checkpoints.token_mean_loss), so the model sees only
+            # decoder_input_ids: the labels shifted right behind the start token (0), which drops the final eos.
+            decoder = kwargs["decoder_input_ids"]
+            self.batches.append(((ids > 0).sum(1), (decoder > 0).sum(1) + 1, (ids.shape[1], decoder.shape[1])))
+            return
         self.batches.append(((ids > 0).sum(1), (labels > 0).sum(1), (ids.shape[1], labels.shape[1])))
 
     def lengths(self) -> list[tuple[list[int], list[int], tuple[int, int]]]:

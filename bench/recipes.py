@@ -1,7 +1,7 @@
 """The two recipes the speed benchmark compares: how each batches, trains and generates.
 
 (a) notebook, the FLAN-T5 + DialogSum notebook's, and (b) dialogtune's own, as bench_speed.py's docstring
-(its --help) describes them. Both get the same randomly initialised FLAN-T5-shaped model (speed does not
+(its --help) describes them; dialogtune generates with PyTorch and with its CTranslate2 backend. Both get the same randomly initialised FLAN-T5-shaped model (speed does not
 depend on the weights' values), the same real DialogSum dev dialogues and the same tokenizer. Nothing
 here times anything: jobs.py runs a recipe, and measure.py turns the run into figures.
 """
@@ -223,3 +223,31 @@ def dialogtune_generate(model: Any, tokenizer: Any, prompts: list[str], settings
     from dialogtune.inference import generate, generation_config
 
     return generate(model, tokenizer, prompts, generation_config(settings, tokenizer), batch_size=batch_size, progress=False)
+
+
+CT2_QUANTIZATIONS = ("float32", "int8")  # the CTranslate2 weight types the evaluation job times
+
+
+def ct2_convert(model: Any, tokenizer: Any, folder: Path, quantization: str) -> float:
+    """The stand-in converted as `dialogtune export` converts a run (`dialogtune.ct2.convert`), into
+    `folder`/`quantization`; returns the conversion's seconds (saving the PyTorch model first is not counted)."""
+    from dialogtune.ct2 import convert
+
+    source = folder / "pytorch"
+    if not source.is_dir():
+        model.save_pretrained(source)
+        tokenizer.save_pretrained(source)
+    return convert(source, folder / quantization, quantization)
+
+
+def ct2_summarizer(folder: Path, tokenizer: Any, quantization: str, settings: dict[str, Any], batch_size: int, threads: int) -> Any:
+    """dialogtune's CTranslate2 backend on a converted stand-in: its `generate` fits and batches the prompts
+    exactly as `dialogtune_generate` does (512 source tokens, the default template, longest first)."""
+    import ctranslate2
+
+    from dialogtune.ct2 import CT2Summarizer
+    from dialogtune.inference import Settings
+    from dialogtune.prompts import PromptTemplate
+
+    translator = ctranslate2.Translator(str(folder / quantization), device="cpu", compute_type=quantization, intra_threads=threads)
+    return CT2Summarizer(translator, tokenizer, Settings(PromptTemplate(), dict(settings), NOTEBOOK_LENGTH, batch_size), quantization)

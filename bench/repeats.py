@@ -17,6 +17,9 @@ LEVERS: list[tuple[str, str, dict[str, Any]]] = [
     ("lora", "dropout 0", {"dropout": 0.0}),
     ("lora", "lora_dropout 0.05 (the notebook's)", {"lora": {"lora_dropout": 0.05}}),
     ("lora", "no activation checkpointing", {"training": {"activation_checkpointing": False}}),
+]
+# --levers-only adds these (torch.compile alone takes minutes on 2 cores, too slow for --quick --levers).
+MORE_LEVERS: list[tuple[str, str, dict[str, Any]]] = [
     # The Trainer's default optimizer is already fused AdamW (`adamw_torch_fused`); this row shows what it buys.
     ("full", "optim adamw_torch (foreach, not fused)", {"training": {"optim": "adamw_torch"}}),
     ("lora", "optim adamw_torch (foreach, not fused)", {"training": {"optim": "adamw_torch"}}),
@@ -60,7 +63,7 @@ def schedule(plan: Any) -> list[dict[str, Any]]:
             if shape not in plan.shapes:  # --levers-only: each lever against the defaults of its own round
                 for method in ("full", "lora"):
                     train(shape, method, "dialogtune")
-            for method, label, settings in LEVERS:
+            for method, label, settings in LEVERS + (MORE_LEVERS if plan.more_levers else []):
                 train(shape, method, "dialogtune", label, settings)
         for shape in plan.eval_shapes:  # both evaluation paths run inside one job, one after the other
             jobs.append({"kind": "eval", "round": round_, "shape": shape})

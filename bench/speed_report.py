@@ -105,6 +105,9 @@ def _labelled_rows(runs: Runs, peak_flops: float, plan: Plan) -> tuple[list[dict
     return levers, variants
 
 
+ENGINES = {"ct2_float32": "ct2 float32", "ct2_int8": "ct2 int8"}  # evaluation paths beside the two recipes' (jobs.run_eval)
+
+
 def _eval_rows(eval_runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for shape, results in eval_runs.items():
@@ -116,6 +119,12 @@ def _eval_rows(eval_runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any
                "baseline_generated_tokens_per_s": nb["generated_tokens_per_s"],
                "generated_tokens_per_s": ours["generated_tokens_per_s"], "identical_outputs": results[0]["identical_outputs"]}
         _put(row, "ratio", [r["dialogtune"] for r in results], [r["notebook"] for r in results], "summaries_per_s")
+        for name in (k for k in ENGINES if k in result):  # dialogtune's CTranslate2 backend, where it ran
+            row[f"{name}_summaries_per_s"] = result[name]["summaries_per_s"]
+            row[f"{name}_conversion_s"] = result[name]["conversion_s"]
+            row[f"{name}_same_text"] = results[0][f"{name}_same_text"]  # against dialogtune's PyTorch path
+            _put(row, f"{name}_ratio", [r[name] for r in results], [r["notebook"] for r in results], "summaries_per_s")
+            _put(row, f"{name}_vs_dialogtune", [r[name] for r in results], [r["dialogtune"] for r in results], "summaries_per_s")
         rows.append(row)
     return rows
 
@@ -163,8 +172,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nhost: {report['machine']}")
     print(f"matmul peak: {_fmt(report['matmul_peak_before_gflops'], '.1f')} GFLOP/s before the jobs, "
           f"{_fmt(report['matmul_peak_after_gflops'], '.1f')} after ({report['matmul_peak']['dtype']}; MFU uses the higher)")
-    print(f"each figure: median of {plan['rounds']} interleaved rounds x {plan['steps']} timed steps; "
-          "ratios paired round by round, median (min-max)")
+    steps = f" x {plan['steps']} timed steps" if report["train"] or report["levers"] or report["lora_vs_full"] else ""
+    print(f"each figure: median of {plan['rounds']} interleaved rounds{steps}; ratios paired round by round, median (min-max)")
     if report["train"]:
         print("\ntraining (ratio = dialogtune / notebook; tokens = non-pad source + real label tokens)")
         print(f"{'shape':17s} {'method':6s} {'nb tok/s':>9s} {'our tok/s':>9s} {'ratio (min-max)':>20s} {'FLOP ratio':>10s} "
@@ -201,5 +210,19 @@ def print_report(report: dict[str, Any]) -> None:
                   f"{r['summaries_per_s']:9.2f} {_range(r, 'ratio'):>20s} {_fmt(r.get('flop_ratio'), '9.2f', 'x')} "
                   f"{r['baseline_generated_tokens_per_s']:12.1f} {r['generated_tokens_per_s']:13.1f} "
                   f"{r['identical_outputs']:>4d}/{r['examples']}")
+    engines = [r for r in report["eval"] if any(f"{k}_ratio" in r for k in ENGINES)]
+    if engines:
+        print("\nevaluation engines (summaries/s; x notebook and x dialogtune torch: paired round by round, median (min-max); "
+              "same text: against dialogtune torch; conversion not in summaries/s)")
+        print(f"{'shape':17s} {'engine':18s} {'sum/s':>8s} {'x notebook (min-max)':>22s} {'x dialogtune torch':>22s} "
+              f"{'same text':>9s} {'convert s':>9s}")
+        for r in engines:
+            print(f"{r['shape']:17s} {'notebook loop':18s} {r['baseline_summaries_per_s']:8.2f} {'1.00x':>22s} {'':>22s}")
+            print(f"{r['shape']:17s} {'dialogtune torch':18s} {r['summaries_per_s']:8.2f} {_range(r, 'ratio'):>22s} {'1.00x':>22s}")
+            for key, label in ENGINES.items():
+                if f"{key}_ratio" in r:
+                    print(f"{r['shape']:17s} {label:18s} {r[f'{key}_summaries_per_s']:8.2f} {_range(r, f'{key}_ratio'):>22s} "
+                          f"{_range(r, f'{key}_vs_dialogtune'):>22s} {r[f'{key}_same_text']:>4d}/{r['examples']:<4d} "
+                          f"{r[f'{key}_conversion_s']:9.1f}")
     if report.get("wall_s") is not None:
         print(f"\nwall time: {report['wall_s'] // 60:.0f} min {report['wall_s'] % 60:.0f} s")

@@ -14,7 +14,12 @@ ASSETS = Path(__file__).parent / "assets"
 PREFIX = "builtin:"
 BUILTINS: dict[str, dict[str, Path]] = {
     "model": {"builtin:tiny-t5": ASSETS / "tiny-t5"},
-    "dataset": {"builtin:dialogs": ASSETS / "dialogs"},
+    "dataset": {
+        "builtin:dialogs": ASSETS / "dialogs",
+        # The tiny model's pre-training tasks on the same dialogues (scripts/build_task_data.py).
+        "builtin:slot_qa": ASSETS / "dialogs" / "slot_qa",
+        "builtin:details": ASSETS / "dialogs" / "details",
+    },
 }
 DEMO_RECIPE = ASSETS / "demo.yaml"
 

@@ -4,7 +4,9 @@ Each section checks its own values in `__post_init__` (as `peft.LoraConfig` does
 problem it finds at once. `training`, `lora` and `generation` are passed straight through to
 `Seq2SeqTrainingArguments`, `peft.LoraConfig` and `transformers.GenerationConfig`: only our defaults
 for them live here, and `dialogtune.configio` checks their keys against those classes.
-Reading YAML and applying `--key value` overrides is `dialogtune.configio`'s job.
+Reading YAML and applying `--key value` overrides is `dialogtune.configio`'s job. (A little over 300
+lines: the many fields each carry their help text; validation during training is checked and resolved in
+`dialogtune.validationconfig`.)
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Literal
 
 from dialogtune.errors import DialogtuneError
 from dialogtune.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from dialogtune import validationconfig
+from dialogtune.taskconfig import MixingConfig, omit_default_tasks, resolve_tasks
 
 Method = Literal["original", "full", "lora"]
 METHODS: tuple[str, ...] = typing.get_args(Method)
@@ -63,9 +67,7 @@ def safe_name(name: str, what: str) -> str:
 @dataclass
 class DataConfig:
     dataset: str = _option("knkarthick/dialogsum", "Hub dataset id, a local CSV/JSON/JSONL file or folder, or builtin:dialogs.")
-    loader: Literal["auto", "hub", "local"] = _option(
-        "auto", "auto: an existing path is read locally, anything else goes to datasets.load_dataset."
-    )
+    loader: Literal["auto", "hub", "local"] = _option("auto", "auto: an existing path is read locally, anything else goes to datasets.load_dataset.")
     train_split: str = _option("train", "The split trained on.")
     validation_split: str = _option("validation", "Name of the validation split in the data.")
     test_split: str = _option("test", "Name of the test split in the data.")
@@ -128,11 +130,18 @@ class EvaluationConfig:
     protocol: str = _option("mean", "Multi-reference ROUGE protocol: mean, max or field:NAME.")
     bootstrap_resamples: int = _option(1000, "Resamples for the 95% confidence intervals.")
     merge_lora: bool = _option(True, "Merge the LoRA adapter into a copy of the base before generating (same outputs, faster).")
+    eval_steps: int | None = _option(
+        None, "Validate during training every this many steps: ROUGE, unsupported facts and loss on `val_samples` "
+        "validation dialogues, logged to train_log.jsonl and drawn in the report; unset: no validation."
+    )
+    val_samples: int = _option(200, "Validation dialogues generated for at each validation (a seeded subset, data.sample_seed).")
 
     def __post_init__(self) -> None:
         from dialogtune.metrics import parse_protocol  # lazily: rouge_score is not needed to read a config
 
         problems = _positive("evaluation.batch_size", self.batch_size)
+        problems += _positive("evaluation.eval_steps", self.eval_steps, "use a positive number of steps, or leave it unset", True)
+        problems += _positive("evaluation.val_samples", self.val_samples, "use a positive number such as 200")
         problems += _positive("evaluation.bootstrap_resamples", self.bootstrap_resamples, "use a positive number such as 1000")
         try:
             parse_protocol(self.protocol)
@@ -187,6 +196,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     # Length grouping keeps similar lengths in one batch, so dynamic padding pads little.
     "train_sampling_strategy": "group_by_length",
     "dataloader_num_workers": 0,
+    # Validation during training (evaluation.eval_steps): listed here so --help shows them; unset by default.
+    "metric_for_best_model": None,  # rouge1, rouge2, rougeL, rougeLsum, loss or unsupported_rate
+    "load_best_model_at_end": False,  # the run folder gets the best validated checkpoint's weights
+    "early_stopping_patience": None,  # validations without improvement before stopping (EarlyStoppingCallback)
 }
 AUTO = "auto"  # values we accept for a library's bool field and resolve before the library sees them
 RESOLVED_VALUES: dict[str, tuple[str, ...]] = {"training.activation_checkpointing": (AUTO,)}
@@ -232,6 +245,10 @@ PASSTHROUGH: dict[str, dict[str, Any]] = {
 class Config:
     model: str = _option("google/flan-t5-base", "Hub id, a local model folder, or builtin:tiny-t5.")
     method: Method = _option("lora", "What train does: full fine-tuning or LoRA; original scores the base as it ships.")
+    quantization: Literal["4bit", "8bit"] | None = _option(
+        None, "QLoRA: with method lora, load the frozen base in 4bit (NF4) or 8bit through bitsandbytes (CUDA GPUs only); "
+        "unset: fp32 weights."
+    )
     seed: int = _option(42, "Seed for training, the bootstrap and anything else random.")
     dropout: float | None = _option(
         None, "The base model's dropout rate while training (T5's dropout_rate); unset keeps the checkpoint's (0.1 for FLAN-T5)."
@@ -242,6 +259,8 @@ class Config:
     evaluation: EvaluationConfig = _section(EvaluationConfig, "How predictions are generated and scored.")
     report: ReportConfig = _section(ReportConfig, "What the comparison report shows.")
     run: RunConfig = _section(RunConfig, "What `dialogtune run` does.")
+    tasks: list[Any] = _option([], "Tasks trained on and scored: the YAML's own or built-ins (summary, topic, slot_qa, details); none: summary.")
+    mixing: MixingConfig = _section(MixingConfig, "How several tasks are mixed in training.")
     training: dict[str, Any] = _option({}, "Any transformers.Seq2SeqTrainingArguments field.")
     lora: dict[str, Any] = _option({}, "Any peft.LoraConfig field; alpha and dropout stand for lora_alpha and lora_dropout.")
     generation: dict[str, Any] = _option({}, "Any transformers.GenerationConfig field.")
@@ -251,6 +270,11 @@ class Config:
         problems = []
         if self.method not in METHODS:
             problems.append(f"`method` is {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.quantization is not None and self.method != "lora":
+            problems.append(
+                f"`quantization` is {self.quantization!r} with method {self.method!r}; a quantized base is trained through a "
+                f"LoRA adapter only (QLoRA): use `method: lora`, or leave `quantization` unset"
+            )
         if self.dropout is not None and not 0 <= self.dropout < 1:
             problems.append(f"`dropout` is {self.dropout!r}; use a value in [0, 1), or leave it unset for the checkpoint's")
         if self.training.get("fp16"):
@@ -271,6 +295,8 @@ class Config:
         new_tokens = self.generation_args().get("max_new_tokens")
         if new_tokens is not None and (not isinstance(new_tokens, int) or new_tokens <= 0):
             problems.append(f"`generation.max_new_tokens` is {new_tokens!r}; use a positive whole number")
+        self.tasks = resolve_tasks(self.tasks, problems)  # each entry checked by dialogtune.taskconfig
+        problems += validationconfig.problems(self)
         _raise_all(problems)
 
     def training_args(self) -> dict[str, Any]:
@@ -279,7 +305,8 @@ class Config:
         if "gradient_checkpointing" in self.training:
             # The library's deprecated alias counts only when `activation_checkpointing` is unset.
             defaults.pop("activation_checkpointing", None)
-        return {**defaults, "seed": self.seed, **self.training}
+        args = {**defaults, "seed": self.seed, **self.training}
+        return validationconfig.trainer_args(self.evaluation.eval_steps, self.training, args)  # eval, save, best model
 
     def lora_args(self) -> dict[str, Any]:
         """`peft.LoraConfig` arguments: our defaults under the user's, aliases resolved."""
@@ -295,4 +322,4 @@ class Config:
         return {**GENERATION_DEFAULTS, **self.generation}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return omit_default_tasks(dataclasses.asdict(self))

@@ -21,6 +21,7 @@ import yaml
 
 from dialogtune.config import LORA_ALIASES, PASSTHROUGH, RESOLVED_VALUES, Config
 from dialogtune.errors import DialogtuneError
+from dialogtune.validationconfig import TRAINING_EXTRAS
 
 PASSTHROUGH_CLASSES = {
     "training": "transformers.Seq2SeqTrainingArguments",
@@ -113,6 +114,8 @@ def for_method(config: Config, method: str) -> Config:
     """The config a `run` uses for one method: the method set and its `run.overrides` applied."""
     tree = config.to_dict()
     tree["method"] = method
+    if method != "lora":
+        tree["quantization"] = None  # QLoRA quantizes the LoRA run's base; original and full use it as it ships
     apply_overrides(tree, config.run.overrides.get(method, {}))
     return build_config(tree, source=f"run.overrides.{method}")
 
@@ -211,7 +214,7 @@ def _passthrough_schema(section: str) -> tuple[set[str], dict[str, Any]]:
         from transformers import Seq2SeqTrainingArguments
 
         fields, hints = dataclasses.fields(Seq2SeqTrainingArguments), typing.get_type_hints(Seq2SeqTrainingArguments)
-        return {f.name for f in fields}, hints
+        return {f.name for f in fields} | set(TRAINING_EXTRAS), {**hints, **TRAINING_EXTRAS}  # ours: early stopping
     if section == "lora":
         from peft import LoraConfig
 
@@ -268,6 +271,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise DialogtuneError(f"`{key}` is {value!r}; choose one of {', '.join(map(str, args))}")
         return value
     if origin in (typing.Union, types.UnionType):
+        present = [a for a in args if a is not type(None)]
+        if len(present) == 1:  # Optional[X]: X's own message says what is allowed
+            return _coerce(value, present[0], key)
         for arg in args:
             if arg is type(None):
                 continue

@@ -22,7 +22,9 @@ from typing import Any, TypedDict
 from dialogtune.assets import resolve
 from dialogtune.config import DataConfig
 from dialogtune.errors import DialogtuneError
-from dialogtune.sources import SPLIT_ALIASES, Row, canonical_split, hub_rows, is_local, local_files, read_rows
+from dialogtune.sources import (
+    SPLIT_ALIASES, MissingColumn, Row, canonical_split, hub_rows, is_local, local_files, read_rows,
+)
 from dialogtune.splits import check_overlap, comparable, part_sizes
 
 log = logging.getLogger(__name__)
@@ -39,19 +41,21 @@ class MissingSplit(DialogtuneError):
     """The data has no split of that name (a caller may treat that as "nothing to check")."""
 
 
-def _records(cfg: DataConfig, split: str, require_references: bool = True, whole_file: bool = False) -> list[Record]:
+def _records(
+    cfg: DataConfig, split: str, require_references: bool = True, whole_file: bool = False, columns: tuple[str, ...] = ()
+) -> list[Record]:
     """One split's records; a part of a seeded split may be empty, and the caller decides whether that is an error."""
     source = resolve(cfg.dataset, "dataset")
     if is_local(cfg, source):
         path = Path(source)
         if whole_file and path.is_file():
-            return normalise(list(read_rows(path)), cfg, split, require_references)
+            return normalise(list(read_rows(path)), cfg, split, require_references, columns)
         files = local_files(path)
         if split in files:
-            return normalise([row for file in files[split] for row in read_rows(file)], cfg, split, require_references)
+            return normalise([row for file in files[split] for row in read_rows(file)], cfg, split, require_references, columns)
         if split in SPLIT_ALIASES and not SPLIT_ALIASES.keys() & files.keys():
             # No file says which split it is: train and test are drawn from the same pool, never the same rows.
-            return _seeded_split(cfg, path, files, require_references)[0][split]
+            return _seeded_split(cfg, path, files, require_references, columns)[0][split]
         raise MissingSplit(
             f"{source} has no `{split}` split (found: {', '.join(sorted(files))}); pick one of those, "
             f"name a file e.g. {split}.jsonl, or set the data.*_split options"
@@ -61,11 +65,11 @@ def _records(cfg: DataConfig, split: str, require_references: bool = True, whole
         raise MissingSplit(
             f"dataset `{source}` has no `{split}` split (found: {', '.join(available)}); set the data.*_split options"
         )
-    return normalise(rows, cfg, split, require_references)
+    return normalise(rows, cfg, split, require_references, columns)
 
 
 def _seeded_split(
-    cfg: DataConfig, source: Path, files: dict[str, list[Path]], require_references: bool = True
+    cfg: DataConfig, source: Path, files: dict[str, list[Path]], require_references: bool = True, columns: tuple[str, ...] = ()
 ) -> tuple[dict[str, list[Record]], dict[str, Any]]:
     """Train/validation/test drawn from a source whose file names carry no split, and what was done (for metadata).
 
@@ -74,7 +78,7 @@ def _seeded_split(
     """
     name = source.name.split(".")[0] or "row"  # the id prefix of rows without an id column
     rows = [row for file in sorted(f for group in files.values() for f in group) for row in read_rows(file)]
-    records = normalise(rows, cfg, name, require_references)
+    records = normalise(rows, cfg, name, require_references, columns)
     groups: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         groups.setdefault(comparable(record["dialogue"]), []).append(index)
@@ -129,17 +133,20 @@ def _layout(id_col: str | None, names: list[str], cfg: DataConfig, with_referenc
     return f"{ident} + `{cfg.summary_column}1`, `{cfg.summary_column}2`, ..."
 
 
-def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_references: bool = True) -> list[Record]:
-    """Rows in any supported layout -> records, merging rows that share a dialogue.
+def normalise(
+    rows: Iterable[Row], cfg: DataConfig, split: str, require_references: bool = True, columns: tuple[str, ...] = ()
+) -> list[Record]:
+    """Rows in any supported layout -> records, merging rows that share a dialogue; `columns` are kept as the
+    record's `fields` (e.g. a task's `question`), and rows that differ in them stay apart.
 
     One split must use one layout (the hub's id/summary or the original fname/summary1..3): mixed, the
     same dialogue would be read once with one reference and once with three, and `field:summary1` would
     mean different things per row. Two different dialogues under one id are refused, since predictions,
     breakdowns and comparisons are keyed by id; the same dialogue under one id is merged on purpose.
     """
-    records: dict[str, Record] = {}
-    ids: dict[str, list[str]] = {}
-    first_where: dict[str, str] = {}
+    records: dict[Any, Record] = {}  # by dialogue, or by dialogue and `columns` values
+    ids: dict[Any, list[str]] = {}
+    first_where: dict[Any, str] = {}
     id_rows: dict[str, tuple[str, str]] = {}  # id -> (where, dialogue) of its first row
     layout: tuple[str, str] | None = None  # (where, description) of the first row
     count = 0
@@ -147,10 +154,13 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
         count += 1
         dialogue_col = _column(row, cfg.dialogue_column)
         if dialogue_col is None:
-            raise DialogtuneError(
+            raise MissingColumn(
                 f"{where} has no `{cfg.dialogue_column}` column (columns: {', '.join(map(str, row))}); "
-                f"set data.dialogue_column to the dialogue column's name"
+                f"set data.dialogue_column to the dialogue column's name", where, cfg.dialogue_column, list(map(str, row)),
             )
+        absent = [c for c in columns if c not in row]
+        if absent:
+            raise MissingColumn(f"{where} has no `{absent[0]}` column", where, absent[0], list(map(str, row)))
         dialogue = _text(row[dialogue_col])
         if not dialogue:
             raise DialogtuneError(f"{where}: `{dialogue_col}` is empty; fill it in or remove the row")
@@ -158,9 +168,9 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
         row_id = _text(row[id_col]) if id_col else f"{split}_{index}"
         names = _reference_columns(row, cfg.summary_column)
         if not names and require_references:
-            raise DialogtuneError(
+            raise MissingColumn(
                 f"{where} has no `{cfg.summary_column}` column (columns: {', '.join(map(str, row))}); "
-                f"set data.summary_column to the summary column's name"
+                f"set data.summary_column to the summary column's name", where, cfg.summary_column, list(map(str, row)),
             )
         described = _layout(id_col, names, cfg, require_references)
         if layout is None:
@@ -186,16 +196,17 @@ def normalise(rows: Iterable[Row], cfg: DataConfig, split: str, require_referenc
             references.append(summary)
         topic_col = _column(row, cfg.topic_column, f"{cfg.topic_column}1")
         topic = _text(row[topic_col]) if topic_col else ""
-        if dialogue in records:
-            record = records[dialogue]
+        key = dialogue if not columns else (dialogue, *(_text(row[c]) for c in columns))  # two questions: two records
+        if key in records:
+            record = records[key]
             record["references"].extend(references)
-            ids[dialogue].append(row_id)
+            ids[key].append(row_id)
         else:
-            records[dialogue] = Record(
-                id=row_id, dialogue=dialogue, references=references, reference_names=list(names), topic=topic
-            )
-            ids[dialogue] = [row_id]
-            first_where[dialogue] = where
+            records[key] = Record(id=row_id, dialogue=dialogue, references=references, reference_names=list(names), topic=topic)
+            if columns:
+                records[key]["fields"] = {c: _text(row[c]) for c in columns}  # type: ignore[typeddict-unknown-key]
+            ids[key] = [row_id]
+            first_where[key] = where
     if count == 0:
         raise DialogtuneError(f"the `{split}` split of {cfg.dataset} has no rows; add data to it")
     out = []
@@ -242,7 +253,8 @@ def subsample(records: list[Record], limit: int | None, seed: int) -> list[Recor
 
 
 def load_split(
-    cfg: DataConfig, split: str, limit: int | None = None, require_references: bool = True, whole_file: bool = False
+    cfg: DataConfig, split: str, limit: int | None = None, require_references: bool = True, whole_file: bool = False,
+    columns: tuple[str, ...] = (),
 ) -> list[Record]:
     """Load one split as records, optionally subsampled to `limit` dialogues.
 
@@ -256,7 +268,7 @@ def load_split(
             f"the sample limit for the `{split}` split is {limit}; set --max-train-samples / --max-eval-samples "
             f"to 1 or more, or leave it unset"
         )
-    records = _records(cfg, canonical_split(split), require_references, whole_file)
+    records = _records(cfg, canonical_split(split), require_references, whole_file, tuple(columns))
     if not records:  # only a part of a seeded split can be empty; a file or split without rows failed earlier
         raise DialogtuneError(
             f"splitting {cfg.dataset} by data.split_sizes {cfg.split_sizes} leaves the `{split}` split empty; "

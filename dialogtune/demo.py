@@ -19,6 +19,8 @@ QUICK = {
     "training.max_steps": 12,
     "report.num_examples": 2,
     "evaluation.bootstrap_resamples": 200,
+    "evaluation.eval_steps": 6,  # two validations per method, on a handful of dialogues: the curves, cheaply
+    "evaluation.val_samples": 8,
 }
 
 
@@ -42,6 +44,7 @@ def demo_config(out: str | Path | None = None, quick: bool = False, overrides: d
         apply_overrides(tree, QUICK)
         for method_overrides in tree.get("run", {}).get("overrides", {}).values():
             method_overrides.pop("training.max_steps", None)  # --quick caps every method
+            method_overrides.pop("evaluation.eval_steps", None)
     apply_overrides(tree, overrides)
     if out is not None:
         tree["output"] = str(out)

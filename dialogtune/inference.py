@@ -8,7 +8,9 @@ batch pads little, and the order is restored after.
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +105,10 @@ def generate(
         encoded = tokenizer.pad({"input_ids": [sources[i] for i in batch]}, return_tensors="pt").to(device)
         if adapter_names is not None:
             generate_kwargs["adapter_names"] = [adapter_names[i] for i in batch]
+            # peft repeats each row's adapter name per beam only when `num_beams` is a keyword argument; it
+            # does not look inside generation_config, and beam search then fails with a length mismatch.
+            if config.num_beams > 1:
+                generate_kwargs["num_beams"] = config.num_beams
         # Keyword arguments only: PeftModel.generate rejects positional ones.
         generated = model.generate(
             input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config,
@@ -145,6 +151,7 @@ class Summarizer:
     tokenizer: Any
     settings: Settings
     adapters: dict[str, Settings] = field(default_factory=dict)
+    base: str | None = None  # the base model's name, where adapters may be added (from_base, from_adapters)
 
     @classmethod
     def from_base(cls, name: str, config: Config | None = None) -> "Summarizer":
@@ -152,7 +159,7 @@ class Summarizer:
         from dialogtune.modeling import load_base, load_tokenizer
 
         config = config or Config(model=name)
-        return cls(load_base(name), load_tokenizer(name), Settings.of(config))
+        return cls(load_base(name), load_tokenizer(name), Settings.of(config), base=name)
 
     @classmethod
     def from_run(cls, run: str | Path | Any, merge: bool | None = None) -> "Summarizer":
@@ -168,7 +175,8 @@ class Summarizer:
         model = load_base(run.base_model)
         if run.method == "lora":
             merge = run.config.evaluation.merge_lora if merge is None else merge
-            model = load_adapter(model, run.folder, merge=merge)
+            shapes = run.metadata.get("base_shapes")
+            model = load_adapter(model, run.folder, merge=merge, trained_on=shapes, base_name=run.base_model)
         return cls(model, load_tokenizer(run.base_model), settings)
 
     @classmethod
@@ -177,27 +185,52 @@ class Summarizer:
 
         Every adapter keeps its run's prompt and generation settings; each must have been trained on `base`.
         """
-        from dialogtune.modeling import load_adapter, load_base, load_tokenizer
-        from dialogtune.runs import read_run
+        from dialogtune.modeling import load_base, load_tokenizer
 
         if not runs:
             raise DialogtuneError("no adapters given; pass at least one LoRA run folder")
-        model = load_base(base)
-        adapters: dict[str, Settings] = {}
+        summarizer = cls(load_base(base), load_tokenizer(base), Settings.of(config or Config(model=base)), base=base)
         for name, folder in runs.items():
-            # peft selects by name and treats `lora_` inside a name as part of its own parameter names.
-            if name == BASE or "lora_" in name or not name.strip():
-                raise DialogtuneError(f"adapter name {name!r} is not allowed; use a name without `lora_` other than {BASE}")
-            run = read_run(folder)
-            if run.method != "lora":
-                raise DialogtuneError(f"{folder} is a `{run.method}` run, not a LoRA adapter; pass LoRA run folders")
-            if run.base_model != base:
-                raise DialogtuneError(
-                    f"adapter {name!r} ({folder}) was trained on {run.base_model}, not {base}; serve it with its own base"
-                )
-            model = load_adapter(model, run.folder, merge=False, adapter_name=name)
-            adapters[name] = Settings.of(run.config, run.prompt)
-        return cls(model, load_tokenizer(base), Settings.of(config or Config(model=base)), adapters)
+            summarizer.add_adapter(name, folder)
+        return summarizer
+
+    def add_adapter(self, name: str, run: str | Path) -> None:
+        """Load a LoRA run (trained on this summarizer's bare base) beside the other adapters as `name`,
+        unmerged, with the run's own settings. Not thread-safe: no generation may run meanwhile."""
+        from dialogtune.modeling import load_adapter
+        from dialogtune.runs import read_run
+
+        # peft selects by name and treats `lora_` inside a name as part of its own parameter names.
+        if name == BASE or "lora_" in name or not name.strip():
+            raise DialogtuneError(f"adapter name {name!r} is not allowed; use a name without `lora_` other than {BASE}")
+        if name in self.adapters:
+            raise DialogtuneError(f"adapter {name!r} is already loaded; remove it first or choose another name")
+        if self.base is None:
+            raise DialogtuneError("adapters go on a bare base model; load it with Summarizer.from_base or from_adapters")
+        folder = read_run(run)
+        if folder.method != "lora":
+            raise DialogtuneError(f"{run} is a `{folder.method}` run, not a LoRA adapter; pass LoRA run folders")
+        trained_on = folder.metadata.get("base_shapes")  # recorded since issue 13: shapes decide, not the name
+        if folder.base_model != self.base and not trained_on:
+            raise DialogtuneError(
+                f"adapter {name!r} ({run}) was trained on {folder.base_model}, not {self.base}; serve it with its own base"
+            )
+        self.model = load_adapter(
+            self.model, folder.folder, merge=False, adapter_name=name, trained_on=trained_on, base_name=self.base
+        )
+        self.adapters[name] = Settings.of(folder.config, folder.prompt)
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload the adapter `name`; without adapters left, the model is the bare base again."""
+        self._settings(name)  # unknown names: the same error as everywhere
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was active which is now deleted")
+            if len(self.adapters) == 1:
+                # peft cannot delete the last adapter and keep working, so unwrap the base instead.
+                self.model = self.model.unload()
+            else:
+                self.model.delete_adapter(name)
+        del self.adapters[name]
 
     def _settings(self, adapter: str | None) -> Settings:
         if adapter is None or adapter == BASE:
@@ -218,15 +251,17 @@ class Summarizer:
         progress: bool = False,
         done: dict[int, str] | None = None,
         on_batch: Callable[[list[int], list[str]], None] | None = None,
+        template: PromptTemplate | None = None,
         **generation: Any,
     ) -> list[str]:
-        """Summaries for ready-made prompts (e.g. few-shot ones), with the adapter's settings plus `generation`."""
+        """Summaries for ready-made prompts (e.g. few-shot ones), with the adapter's settings plus `generation`;
+        `template`: the prompts' own if not the adapter's (another task's), so truncation keeps its cue."""
         settings = self._settings(adapter)
         config = generation_config(self.generation(adapter, **generation), self.tokenizer, self.model)
         extra = {"adapter_names": [adapter or BASE] * len(prompts)} if self.adapters else {}
         return generate(
             self.model, self.tokenizer, prompts, config, settings.batch_size, settings.max_source_length,
-            progress, done=done, on_batch=on_batch, template=settings.template, **extra,
+            progress, done=done, on_batch=on_batch, template=template or settings.template, **extra,
         )
 
     def generation(self, adapter: str | None = None, **generation: Any) -> dict[str, Any]:
@@ -236,3 +271,34 @@ class Summarizer:
     def summarize(self, dialogues: list[str], adapter: str | None = None, **generation: Any) -> list[str]:
         """One summary per dialogue, in order; `adapter` picks a loaded adapter (None: the base or the run)."""
         return self.generate(self.prompts(dialogues, adapter), adapter, **generation)
+
+    def summarize_mixed(
+        self, dialogues: list[str], adapters: list[str | None], overrides: list[dict[str, Any]] | None = None,
+        batch_size: int | None = None, **generation: Any,
+    ) -> list[str]:
+        """One summary per dialogue; row i with `adapters[i]` (None or BASE: the base), its template and
+        settings, and `generation` then `overrides[i]` on top.
+
+        Rows that decode alike (same generation settings, source length and template) share generate
+        calls of up to `batch_size` rows (all of them if None), whatever their adapter: peft applies each
+        row's adapter by name (`adapter_names`). Rows whose settings differ go to separate calls.
+        """
+        if len(adapters) != len(dialogues) or len(overrides or dialogues) != len(dialogues):
+            raise ValueError("one adapter (and one overrides dict, if given) per dialogue")
+        groups: dict[tuple[str, int, PromptTemplate], list[int]] = {}
+        decoding = {}  # the same key, the settings themselves
+        for i, adapter in enumerate(adapters):
+            settings = self._settings(adapter)
+            options = self.generation(adapter, **{**generation, **(overrides[i] if overrides else {})})
+            key = (json.dumps(options, sort_keys=True, default=repr), settings.max_source_length, settings.template)
+            groups.setdefault(key, []).append(i)
+            decoding[key] = options
+        outputs: dict[int, str] = {}
+        for key, rows in groups.items():
+            _, max_source_length, template = key
+            config = generation_config(decoding[key], self.tokenizer, self.model)
+            extra = {"adapter_names": [adapters[i] or BASE for i in rows]} if self.adapters else {}
+            texts = generate(self.model, self.tokenizer, [template.format(dialogues[i]) for i in rows], config,
+                             batch_size or len(rows), max_source_length, progress=False, template=template, **extra)
+            outputs.update(zip(rows, texts, strict=True))
+        return [outputs[i] for i in range(len(dialogues))]

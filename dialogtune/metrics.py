@@ -15,11 +15,15 @@ A test example (a dialogue) may have several references. How they combine is the
 
 Scoring DialogSum's 1,500 HF test rows as independent examples is none of these: it counts each
 dialogue three times and treats three references as three predictions' targets. Group by dialogue first.
+(`dialogtune score --protocol rows`, in :mod:`dialogtune.rows`, computes that row average to match published
+tables, with CIs that resample dialogues; with one prediction per dialogue it equals ``mean``.)
 """
 
 from __future__ import annotations
 
 import re
+import string
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -267,3 +271,32 @@ def _lengths(predictions: Sequence[str], selected: list[list[str]]) -> dict[str,
         "gen_len": float(np.mean([len(p.split()) for p in predictions])),
         "ref_len": float(np.mean([np.mean([len(r.split()) for r in refs]) for refs in selected])),
     }
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, punctuation and articles (a, an, the) removed, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD's F1 (0-1) over the normalised answers' tokens; two empty answers agree."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if not pred or not ref or not common:
+        return float(pred == ref)
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_scores(predictions: Sequence[str], references: Sequence[Sequence[str]], metric: str) -> np.ndarray:
+    """Per-example `exact_match` or `token_f1` of short answers (a topic, a slot's value) in points (0-100), the
+    best over an example's references (as SQuAD); bootstrap CIs and paired tests take them as ROUGE's."""
+    scorers = {"exact_match": lambda p, r: float(normalize_answer(p) == normalize_answer(r)), "token_f1": token_f1}
+    if metric not in scorers:
+        raise ValueError(f"Unknown answer metric {metric!r}; use one of {', '.join(scorers)}.")
+    _, selected = _select_references(predictions, references, "max", None)
+    return np.array([100.0 * max(scorers[metric](p, r) for r in refs) for p, refs in zip(predictions, selected)])

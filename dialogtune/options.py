@@ -31,9 +31,12 @@ FLAGS = {
     "max_eval_samples": "data.max_eval_samples",
     "split": "evaluation.split",
     "allow_overlap": "data.allow_overlap",
+    "quantization": "quantization",  # QLoRA: the LoRA run's base in 4bit / 8bit
+    "tasks": "tasks",  # names: of the YAML's own tasks or built-ins (dialogtune.tasks.select); --task in train and evaluate
 }
 TRAIN_FLAGS = (
-    "model", "dataset", "method", "output", "seed", "dropout", "max_train_samples", "max_eval_samples", "allow_overlap"
+    "model", "dataset", "method", "output", "seed", "dropout", "max_train_samples", "max_eval_samples", "allow_overlap", "tasks",
+    "quantization",
 )
 RUN_FLAGS = tuple(f for f in TRAIN_FLAGS if f != "method")  # run and demo do every method in `run.methods`
 Sections = list[tuple[str, "str | None", list[argparse.Action]]]
@@ -177,7 +180,7 @@ def _shown(value: Any) -> str:
     if value is None:
         return "unset"
     if isinstance(value, list):
-        return ",".join(map(str, value))
+        return ",".join(map(str, value)) or "none"
     if isinstance(value, str) and (not value or value != value.strip() or "\n" in value):
         return repr(value)
     return str(value)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dialogtune import ranks
 from dialogtune.config import Config
 from dialogtune.configio import for_method
 from dialogtune.evaluation import evaluate_original, evaluate_run
@@ -32,11 +33,20 @@ def run_all(config: Config, output: str | Path | None = None, overwrite: bool = 
             log.info("== %s: already finished in %s with these settings; kept ==", method, folder)
             continue
         log.info("== %s ==", method)
-        if method == "original":
-            # Evaluated first, on a freshly loaded base that no trainer or peft wrapper has touched.
-            evaluate_original(method_config, folder, overwrite=overwrite, progress=progress)
-            continue
-        if plans[method] is not Plan.EVALUATE:
-            train(method_config, folder, overwrite=overwrite)
-        evaluate_run(folder, progress=progress)
-    return write_report(folders, output, config.report.num_examples, config.report.examples_seed)
+        run_one(method_config, folder, plans[method], overwrite=overwrite, progress=progress)
+    # Rank 0 writes the report (several processes: torchrun, accelerate launch); every rank returns its data.
+    return ranks.on_main(lambda: write_report(folders, output, config.report.num_examples, config.report.examples_seed))
+
+
+def run_one(config: Config, folder: Path, plan: Plan, overwrite: bool = False, progress: bool = True) -> None:
+    """Bring one run folder to finished, given its `RunFolder.plan`: train (or resume) and evaluate it,
+    only evaluate it, or (the original model) only score the base. `run` and `sweep` share it."""
+    if plan is Plan.KEEP:
+        return
+    if config.method == "original":
+        # Scored on a freshly loaded base that no trainer or peft wrapper has touched.
+        evaluate_original(config, folder, overwrite=overwrite, progress=progress)
+        return
+    if plan is not Plan.EVALUATE:
+        train(config, folder, overwrite=overwrite)
+    evaluate_run(folder, progress=progress)

@@ -98,3 +98,42 @@ def tokenize(
 def collator(tokenizer: PreTrainedTokenizerBase, model: Any = None) -> DataCollatorForSeq2Seq:
     """Pads each batch to its own longest example; label pads become -100."""
     return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=LABEL_PAD, padding="longest")
+
+
+def tokenize_tasks(tokenizer: PreTrainedTokenizerBase, config: Any) -> tuple[Any, TokenStats, dict[str, Any]]:
+    """The config's tasks as one training set: each task's pairs tokenised with its own template, then mixed by
+    weight and `mixing.temperature` (`dialogtune.tasks.mix`). One task with weight is used as it is.
+
+    Returns the set, its token counts, and for the run's metadata each task's data checks and the mixing
+    figures (probabilities and realised shares), which are logged too.
+    """
+    from dialogtune import tasks
+
+    trained = [task for task in tasks.resolve(config) if task.weight > 0]
+    parts, cut_sources, cut_targets, checks = {}, 0, 0, {}
+    for task in trained:
+        records, checks[task.name] = tasks.training_records(task, config)
+        prompts, targets = task.pairs(records)
+        parts[task.name], stats = tokenize(
+            tokenizer, prompts, targets, config.data.max_source_length, config.data.max_target_length, task.template
+        )
+        cut_sources, cut_targets = cut_sources + stats.truncated_sources, cut_targets + stats.truncated_targets
+    probs = tasks.probabilities({task.name: task.weight for task in trained}, config.mixing.temperature)
+    if len(parts) == 1:
+        (name, dataset), = parts.items()
+        mixing = {"examples": len(dataset), "probabilities": {name: 1.0}, "task_examples": {name: len(dataset)}, "realised": {name: 1.0}}
+    else:
+        dataset, mixing = tasks.mix(parts, probs, config.seed, config.mixing.examples)
+    mixing["temperature"] = config.mixing.temperature
+    log.info(
+        "training on %d examples from %d task(s), temperature %g: %s", mixing["examples"], len(parts), config.mixing.temperature,
+        ", ".join(f"{name} {mixing['realised'][name]:.3f} (p {p:.3f})" for name, p in probs.items()),
+    )
+    stats = TokenStats(
+        examples=len(dataset),
+        source_tokens=sum(dataset["length"]),
+        target_tokens=sum(len(labels) for labels in dataset["labels"]),
+        truncated_sources=cut_sources,
+        truncated_targets=cut_targets,
+    )
+    return dataset, stats, {"tasks": checks, "mixing": mixing}

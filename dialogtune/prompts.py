@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from dialogtune.errors import DialogtuneError
 
-PLACEHOLDER = "{dialogue}"
+INPUT = "dialogue"  # the input placeholder's name, unless a task declares another
+PLACEHOLDER = "{" + INPUT + "}"
 DEFAULT_TEMPLATE = f"Summarize the following conversation.\n\n{PLACEHOLDER}\n\nSummary: "
+# The built-in tasks' instructions: the very prompts the bundled tiny-t5 was pre-trained with
+# (scripts/build_tiny_t5.py; tests/test_tasks.py checks they stay the same).
+TOPIC_TEMPLATE = f"What is the topic of the following conversation?\n\n{PLACEHOLDER}\n\nTopic: "
+QUESTION_TEMPLATE = f"Answer the question about the following conversation.\n\n{PLACEHOLDER}\n\nQuestion: {{question}}\n\nAnswer: "
+DETAILS_TEMPLATE = f"List the details in the following conversation.\n\n{PLACEHOLDER}\n\nDetails: "
 # Between in-context examples, so the model sees where one example ends and the next begins.
 EXAMPLE_SEPARATOR = "\n\n\n"
 
@@ -25,18 +32,47 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """An instruction with a `{dialogue}` slot. Only `{dialogue}` is filled, so other braces are literal."""
+    """An instruction with a slot for the input: `{dialogue}`, or `{placeholder}` where a task names another.
+
+    Only that slot and the named `fields` (e.g. `{question}`, each filled from the record's column of that
+    name) are filled, so other braces are literal.
+    """
 
     template: str = DEFAULT_TEMPLATE
+    placeholder: str = INPUT
+    fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if PLACEHOLDER not in self.template:
+        object.__setattr__(self, "fields", tuple(self.fields))  # a list from JSON or YAML; hashable as a tuple
+        if self.slot not in self.template:
             raise DialogtuneError(
-                f"`prompt.template` {self.template!r} has no `{PLACEHOLDER}` placeholder; add one where the dialogue goes"
+                f"`prompt.template` {self.template!r} has no `{self.slot}` placeholder; add one where the dialogue goes"
             )
+        for name in self.fields:
+            if "{" + name + "}" not in self.template:
+                raise DialogtuneError(f"`prompt.template` {self.template!r} has no `{{{name}}}` placeholder for the field `{name}`")
 
-    def format(self, dialogue: str) -> str:
-        return self.template.replace(PLACEHOLDER, dialogue)
+    @property
+    def slot(self) -> str:
+        """The input's placeholder as written in the template, e.g. `{dialogue}`."""
+        return "{" + self.placeholder + "}"
+
+    def format(self, dialogue: str, **fields: str) -> str:
+        """The prompt for one input; a template with `fields` needs a value for each."""
+        if not self.fields:
+            return self.template.replace(self.slot, dialogue)
+        missing = [name for name in self.fields if name not in fields]
+        if missing:
+            raise DialogtuneError(f"this prompt template also needs `{missing[0]}` (its fields: {', '.join(self.fields)})")
+        values = {"{" + name + "}": str(fields[name]) for name in self.fields} | {self.slot: dialogue}
+        # One pass, so a value that happens to contain `{question}` is never filled in again.
+        return re.sub("|".join(map(re.escape, values)), lambda m: values[m.group()], self.template)
+
+    def _chunks(self, part: str) -> list[str]:
+        """The literal pieces of a part of the template between its field placeholders."""
+        if not self.fields:
+            return [part]
+        return re.split("|".join(re.escape("{" + name + "}") for name in self.fields), part)
 
     def fit(self, prompt: str, tokenizer: Tokenizer, max_tokens: int) -> tuple[list[int], bool]:
         """Token ids of `prompt` (built by this template, maybe after in-context examples) within
@@ -50,14 +86,18 @@ class PromptTemplate:
         ids = tokenizer(prompt)["input_ids"]
         if len(ids) <= max_tokens:
             return ids, False
-        prefix, suffix = self.template.split(PLACEHOLDER, 1)
-        end = len(prompt) - len(suffix)
+        # Literal text around the input; with fields (`{question}`) the cue after the input holds their values.
+        prefix, suffix = (self._chunks(part) for part in self.template.split(self.slot, 1))
+        if len(suffix) == 1:
+            end = len(prompt) - len(suffix[0])
+        else:  # the cue begins at its first literal text; a cue that begins with a field has no such mark
+            end = prompt.rfind(suffix[0]) if suffix[0] else -1
         # The query is the last part of a few-shot prompt, so its instruction is the last one.
-        start = prompt.rfind(prefix, 0, end) + len(prefix) if prefix else 0
-        if not prompt.endswith(suffix) or start < len(prefix):
+        start = prompt.rfind(prefix[-1], 0, end) + len(prefix[-1]) if prefix[-1] else 0
+        if end < 0 or not prompt.endswith(suffix[-1]) or start < len(prefix[-1]):
             # Not this template's prompt: keep its start and the closing special tokens.
             return ids[: max_tokens - 1] + ids[-1:], True
-        pieces = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (prompt[:start], prompt[start:end], suffix)]
+        pieces = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (prompt[:start], prompt[start:end], prompt[end:])]
         plain = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         lead = next((i for i in range(len(ids) - len(plain) + 1) if ids[i : i + len(plain)] == plain), 0)
         specials = (ids[:lead], ids[lead + len(plain) :])  # e.g. T5: nothing before, </s> after
@@ -74,13 +114,16 @@ class PromptTemplate:
         return self.format(dialogue) + summary
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        # The placeholder and fields only where they differ, so a summary prompt file stays as it always was.
+        data = {"template": self.template, **({"placeholder": self.placeholder} if self.placeholder != INPUT else {})}
+        data.update({"fields": list(self.fields)} if self.fields else {})
+        Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "PromptTemplate":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(template=data["template"])
+            return cls(data["template"], data.get("placeholder", INPUT), tuple(data.get("fields", ())))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise DialogtuneError(f"{path} is not a prompt file ({err}); re-run training or fix the file") from None
 

@@ -3,7 +3,8 @@
 A run folder describes itself: its config, prompt and metadata are written when it is created, so
 evaluation reads the prompt and generation settings from the folder and can never score a model
 with a prompt other than the one it was trained with. Whether a run is finished, can resume or may
-be overwritten is decided here (`RunFolder.plan`) and nowhere else.
+be overwritten is decided here (`RunFolder.plan`) and nowhere else. Under several processes only
+rank 0 writes or decides (`dialogtune.ranks`); that guard is why the module runs a little over 300 lines.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from dialogtune import ranks
 from dialogtune.config import Config
 from dialogtune.configio import build_config, dump_yaml, read_yaml
 from dialogtune.errors import DialogtuneError
 from dialogtune.prompts import PromptTemplate
+from dialogtune.taskconfig import SUMMARY
 
 CONFIG = "config.yaml"
 PROMPT = "prompt.json"
@@ -129,7 +132,8 @@ class RunFolder:
 
     The run's own evaluation split (`evaluation.split`, test by default) is stored as
     `predictions.jsonl` / `metrics.json`; any other split as `predictions.<split>.jsonl` /
-    `metrics.<split>.json`, so scoring the validation split never replaces the test scores.
+    `metrics.<split>.json`, so scoring the validation split never replaces the test scores. A task other
+    than `summary` adds its name: `metrics.<task>.json`, `metrics.<task>.<split>.json`.
     """
 
     folder: Path
@@ -141,13 +145,15 @@ class RunFolder:
     def create(cls, folder: str | Path, config: Config, overwrite: bool = False) -> "RunFolder":
         """A fresh run folder with its config, prompt and metadata; refuses to clobber a finished run."""
         folder = Path(folder)
+        if ranks.collective():  # several processes: rank 0 writes it, every rank reads it once written
+            return ranks.on_main(lambda: cls.create(folder, config, overwrite), share=False) or read_run(folder)
         check_output(folder, overwrite)
         folder.mkdir(parents=True, exist_ok=True)
         # Earlier scores go; a partial evaluation stays, since its own key says whether it still applies.
         for stale in [*folder.glob("metrics*.json"), *folder.glob("predictions*.jsonl")]:
             if not stale.name.endswith(".partial.jsonl"):
                 stale.unlink()
-        prompt = PromptTemplate(config.prompt.template)
+        prompt = config.tasks[0].prompt(config.prompt.template) if config.tasks else PromptTemplate(config.prompt.template)
         write_text(folder / CONFIG, dump_yaml(config))
         prompt.save(folder / PROMPT)
         metadata = {
@@ -186,28 +192,29 @@ class RunFolder:
         if status is not None:
             fields["status"] = status.value
         self.metadata.update(fields)
-        write_json(self.folder / METADATA, self.metadata)
+        if ranks.is_main():  # the other ranks keep their copy in memory only
+            write_json(self.folder / METADATA, self.metadata)
 
     def changed_keys(self, config: Config) -> list[str]:
         """The top-level config keys in which `config` differs from this run's; none means the same run."""
         previous, current = read_yaml(self.folder / CONFIG), config.to_dict()
         return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
 
-    def _suffix(self, split: str | None) -> str:
-        return "" if split in (None, self.config.evaluation.split) else f".{split}"
+    def _suffix(self, split: str | None, task: str | None = None) -> str:  # task names hold no dot (taskconfig)
+        return ("" if task in (None, SUMMARY) else f".{task}") + ("" if split in (None, self.config.evaluation.split) else f".{split}")
 
-    def metrics_path(self, split: str | None = None) -> Path:
-        return self.folder / f"metrics{self._suffix(split)}.json"
+    def metrics_path(self, split: str | None = None, task: str | None = None) -> Path:
+        return self.folder / f"metrics{self._suffix(split, task)}.json"
 
-    def predictions_path(self, split: str | None = None) -> Path:
-        return self.folder / f"predictions{self._suffix(split)}.jsonl"
+    def predictions_path(self, split: str | None = None, task: str | None = None) -> Path:
+        return self.folder / f"predictions{self._suffix(split, task)}.jsonl"
 
-    def partial_path(self, split: str | None = None) -> Path:
+    def partial_path(self, split: str | None = None, task: str | None = None) -> Path:
         """Where evaluation saves predictions batch by batch until every one exists."""
-        return self.folder / f"predictions{self._suffix(split)}.partial.jsonl"
+        return self.folder / f"predictions{self._suffix(split, task)}.partial.jsonl"
 
-    def read_metrics(self, split: str | None = None) -> dict[str, Any] | None:
-        path = self.metrics_path(split)
+    def read_metrics(self, split: str | None = None, task: str | None = None) -> dict[str, Any] | None:
+        path = self.metrics_path(split, task)
         return read_json(path) if path.exists() else None
 
     @property
@@ -215,22 +222,23 @@ class RunFolder:
         """Metrics of the run's own evaluation split, or None before it is evaluated."""
         return self.read_metrics()
 
-    def predictions(self, split: str | None = None) -> list[dict[str, Any]]:
-        path = self.predictions_path(split)
+    def predictions(self, split: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+        path = self.predictions_path(split, task)
         if not path.exists():
             raise DialogtuneError(f"{self.folder} has no {path.name}; run `dialogtune evaluate {self.folder}` first")
         return read_jsonl(path)
 
-    def write_results(self, split: str, rows: list[dict[str, Any]], metrics: dict[str, Any], **fields: Any) -> None:
+    def write_results(self, split: str, rows: list[dict[str, Any]], metrics: dict[str, Any], task: str | None = None, **fields: Any) -> None:
         """Predictions, then metrics, then the status: a run counts as evaluated only once all exist."""
-        write_jsonl(self.predictions_path(split), rows)
-        write_json(self.metrics_path(split), metrics)
+        if ranks.is_main():
+            write_jsonl(self.predictions_path(split, task), rows)
+            write_json(self.metrics_path(split, task), metrics)
         self.update(Status.EVALUATED, evaluated=now(), **fields)
 
     @property
     def finished(self) -> bool:
-        """Scored on its own evaluation split."""
-        return self.metrics_path().exists()
+        """Scored on its own evaluation split (a task run: for each of its tasks; the first one's prompt is prompt.json)."""
+        return all(self.metrics_path(task=name).exists() for name in [t.name for t in self.config.tasks] or [None])
 
     @classmethod
     def plan(cls, folder: str | Path, config: Config, overwrite: bool = False) -> tuple[Plan, Path | None]:
@@ -242,6 +250,8 @@ class RunFolder:
         rerunning the command that was killed is enough.
         """
         folder = Path(folder)
+        if ranks.collective():  # several processes: rank 0 decides (it tidies checkpoints), every rank acts on it
+            return ranks.on_main(lambda: cls.plan(folder, config, overwrite))
         check_output(folder, overwrite=True)  # a file in the way is an error even with --overwrite
         if overwrite or not is_run(folder):
             return Plan.START, None

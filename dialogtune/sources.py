@@ -30,6 +30,14 @@ SPLIT_ALIASES = {
 Row = tuple[str, dict[str, Any]]  # (where, row): "file.csv row 12" and the row's fields
 
 
+class MissingColumn(DialogtuneError):
+    """A row lacks a column that was asked for; `dialogtune.tasks` words the fix in a task's terms."""
+
+    def __init__(self, message: str, where: str, column: str, present: list[str]) -> None:
+        super().__init__(message)
+        self.where, self.column, self.present = where, column, present
+
+
 
 def canonical_split(name: str) -> str:
     for split, aliases in SPLIT_ALIASES.items():

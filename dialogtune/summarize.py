@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dialogtune.config import DataConfig
+from dialogtune.ct2 import summarizer_for
 from dialogtune.data import load_split
 from dialogtune.sources import SUFFIXES, read_utf8
 from dialogtune.errors import DialogtuneError
 from dialogtune.inference import Summarizer
+from dialogtune.runs import read_run
 
 
 def read_dialogues(text: str | None, file: str | None) -> tuple[list[str], list[str] | None]:
@@ -35,13 +37,19 @@ def read_dialogues(text: str | None, file: str | None) -> tuple[list[str], list[
 
 
 def summarize_inputs(
-    text: str | None, file: str | None, model_name: str | None, run_folder: str | None, batch_size: int | None = None
+    text: str | None, file: str | None, model_name: str | None, run_folder: str | None, batch_size: int | None = None,
+    backend: str | None = None,
 ) -> Iterator[str]:
-    """Yield one summary per dialogue; JSON lines with ids when the input was a data file."""
+    """Yield one summary per dialogue; JSON lines with ids when the input was a data file.
+
+    `backend` (torch or ct2) defaults to the run folder's own: ct2 for a `dialogtune export` folder.
+    """
     if (model_name is None) == (run_folder is None):
         raise DialogtuneError("pass exactly one of --model (a base model) or --run (a trained run folder)")
+    if model_name is not None and backend == "ct2":
+        raise DialogtuneError("--backend ct2 needs --run with a CTranslate2 export; make one with: dialogtune export RUN --format ct2 --output DIR")
     dialogues, ids = read_dialogues(text, file)
-    summarizer = Summarizer.from_run(run_folder) if run_folder is not None else Summarizer.from_base(model_name)
+    summarizer = summarizer_for(read_run(run_folder), backend) if run_folder is not None else Summarizer.from_base(model_name)
     if batch_size is not None:
         if batch_size <= 0:
             raise DialogtuneError(f"--batch-size is {batch_size}; it must be positive")

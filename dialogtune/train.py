@@ -1,4 +1,8 @@
-"""Fine-tune a base model (full or LoRA) with Seq2SeqTrainer and write a self-describing run folder."""
+"""Fine-tune a base model (full or LoRA) with Seq2SeqTrainer and write a self-describing run folder.
+
+Under torchrun or accelerate launch the same code trains data-parallel and rank 0 alone writes the folder
+(`dialogtune.ranks`); those guards put the module a little over 300 lines.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +20,21 @@ from typing import Any
 import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
-from dialogtune import runs
+from dialogtune import engines, ranks, runs
 from dialogtune.runs import Plan, RunFolder, Status
-from dialogtune.checkpoints import CheckpointingTrainer
+from dialogtune.checkpoints import check_world_size
 from dialogtune.config import AUTO, TRAINED_METHODS, Config
 from dialogtune.data import check_splits_disjoint, load_split, split_info
 from dialogtune.errors import DialogtuneError
 from dialogtune.memory import auto_activation_checkpointing
 from dialogtune.modeling import (
-    apply_lora, check_lora, describe_parameters, load_base, load_tokenizer, parameter_counts, quiet_libraries, size_on_disk,
+    apply_lora, base_shapes, check_lora, describe_parameters, load_base, load_tokenizer, parameter_counts, quiet_libraries,
+    size_on_disk,
 )
-from dialogtune.preprocess import collator, tokenize
+from dialogtune.preprocess import collator, tokenize, tokenize_tasks
+from dialogtune.quantization import check_quantization, prepare_quantized
 from dialogtune.prompts import PromptTemplate
+from dialogtune.validation import ValidatingTrainer, callbacks, outcome, validation_set
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,7 @@ class JsonlLog(TrainerCallback):
         self.checked = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - trainer callback signature
-        if not logs:
+        if not logs or not state.is_world_process_zero:  # one process writes the run folder
             return
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
@@ -91,7 +98,7 @@ def training_arguments(config: Config, folder: Path, announce: bool = True) -> S
     mixed = mixed_precision()
     # Pinned memory only helps copies to a GPU; on CPU it just prints a warning every run.
     pin = {"dataloader_pin_memory": torch.cuda.is_available()}
-    args = {**mixed, **pin, **config.training_args(), "output_dir": str(folder / runs.CHECKPOINTS)}
+    args = {**mixed, **pin, **ranks.trainer_args(), **config.training_args(), "output_dir": str(folder / runs.CHECKPOINTS)}
     if args.get("activation_checkpointing") == AUTO:  # the library takes only a bool
         args["activation_checkpointing"], reason = auto_activation_checkpointing(config)
         if announce:
@@ -121,45 +128,55 @@ class Setup:
     model: torch.nn.Module
     template: PromptTemplate
     data_checks: dict[str, Any] = field(default_factory=dict)  # how the data was split and checked, for metadata
+    validation: Any = None  # the subset validated during training, if any (dialogtune.validation)
 
 
 def prepare(config: Config) -> Setup:
     """Load data, tokenise, and load a fresh base (wrapped with LoRA for `lora`)."""
     if config.method not in TRAINED_METHODS:
         raise DialogtuneError(f"`method` is {config.method!r}; training needs full or lora (original has nothing to train)")
+    check_quantization(config.quantization)  # QLoRA needs CUDA and bitsandbytes: refuse before loading anything
     set_seed(config.seed)
     template = PromptTemplate(config.prompt.template)
     tokenizer = load_tokenizer(config.model)
     if config.method == "lora":
         check_lora(config.model, config.lora_args())  # from the model's config alone, before the data
-    records = load_split(config.data, config.data.train_split, limit=config.data.max_train_samples)
-    # Never train on what is scored: every evaluation split is checked against the train dialogues.
-    evaluated = [config.data.validation_split, config.data.test_split, config.evaluation.split]
-    data_checks = {
-        "data_split": split_info(config.data),
-        "data_overlap": check_splits_disjoint(config.data, records, evaluated, config.data.allow_overlap),
-    }
-    # A dialogue with several references gives one training example per reference.
-    pairs = [(template.format(r["dialogue"]), ref) for r in records for ref in r["references"]]
-    dataset, stats = tokenize(
-        tokenizer, [p for p, _ in pairs], [s for _, s in pairs],
-        config.data.max_source_length, config.data.max_target_length, template,
-    )
-    base = load_base(config.model, dropout=config.dropout)
+    if config.tasks:  # each task with its own data, columns and template, mixed by weight (dialogtune.tasks)
+        dataset, stats, data_checks = tokenize_tasks(tokenizer, config)
+        template = config.tasks[0].prompt(config.prompt.template)  # the run's prompt.json
+    else:
+        records = load_split(config.data, config.data.train_split, limit=config.data.max_train_samples)
+        # Never train on what is scored: every evaluation split is checked against the train dialogues.
+        evaluated = [config.data.validation_split, config.data.test_split, config.evaluation.split]
+        data_checks = {
+            "data_split": split_info(config.data),
+            "data_overlap": check_splits_disjoint(config.data, records, evaluated, config.data.allow_overlap),
+        }
+        # A dialogue with several references gives one training example per reference.
+        pairs = [(template.format(r["dialogue"]), ref) for r in records for ref in r["references"]]
+        dataset, stats = tokenize(
+            tokenizer, [p for p, _ in pairs], [s for _, s in pairs],
+            config.data.max_source_length, config.data.max_target_length, template,
+        )
+    validation = validation_set(config, tokenizer, template)  # a missing validation split fails here, before the model
+    base = load_base(config.model, dropout=config.dropout, quantization=config.quantization)
+    if config.quantization:
+        base = prepare_quantized(base)
     with quiet_libraries():
         model = apply_lora(base, config.lora_args()) if config.method == "lora" else base
     log.info(describe_parameters(model))
-    return Setup(tokenizer, dataset, stats, base, model, template, data_checks)
+    return Setup(tokenizer, dataset, stats, base, model, template, data_checks, validation)
 
 
 def make_trainer(setup: Setup, config: Config, folder: Path) -> Seq2SeqTrainer:
-    return CheckpointingTrainer(
+    return ValidatingTrainer(
         model=setup.model,
         args=training_arguments(config, folder),
         train_dataset=setup.dataset,
         data_collator=collator(setup.tokenizer, setup.base),
         processing_class=setup.tokenizer,
-        callbacks=[JsonlLog(folder / runs.TRAIN_LOG, len(setup.tokenizer))],
+        callbacks=[JsonlLog(folder / runs.TRAIN_LOG, len(setup.tokenizer)), *callbacks(config)],
+        validation=setup.validation,
     )
 
 
@@ -170,12 +187,14 @@ def fit(
     folder = Path(folder)
     if checkpoint is None:
         run = RunFolder.create(folder, config, overwrite=overwrite)
-        shutil.rmtree(folder / runs.CHECKPOINTS, ignore_errors=True)
-        (folder / runs.TRAIN_LOG).unlink(missing_ok=True)
+        if ranks.is_main():  # the others write nothing into the run folder (ranks)
+            shutil.rmtree(folder / runs.CHECKPOINTS, ignore_errors=True)
+            (folder / runs.TRAIN_LOG).unlink(missing_ok=True)
     else:
         log.info("resuming from %s", checkpoint)
         run = runs.read_run(folder)
-        _trim_log(folder / runs.TRAIN_LOG, int(checkpoint.name.split("-")[-1]))
+        if ranks.is_main():
+            _trim_log(folder / runs.TRAIN_LOG, int(checkpoint.name.split("-")[-1]))
     trainable, total = parameter_counts(setup.model)
     # transformers 5 takes the TensorBoard folder from this variable only; default to the run folder
     # rather than a `runs/` folder in whatever directory the user happens to be in.
@@ -196,10 +215,10 @@ def fit(
     finally:
         if previous is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-    seconds = time.perf_counter() - started
-    _save_atomically(setup, config, folder)
+    seconds = time.perf_counter() - started - trainer.validation_seconds  # validation is reported apart
+    _save_atomically(trainer, setup, config, folder)
     stats = setup.stats
-    examples_seen = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    examples_seen = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     if args.max_steps <= 0:
         examples_seen = min(examples_seen, math.ceil(args.num_train_epochs) * len(setup.dataset))
     tokens_seen = examples_seen * stats.tokens / max(1, stats.examples)
@@ -219,24 +238,38 @@ def fit(
         activation_checkpointing=bool(args.activation_checkpointing),
         tokens=stats.as_dict(),
         resumed_from=str(checkpoint) if checkpoint else None,
+        world_size=args.world_size,  # processes trained together; a resume needs as many (checkpoints)
+        # An adapter fits only a base of these shapes; loading it elsewhere is refused by name (modeling.check_base).
+        base_shapes=base_shapes(setup.base, config.model),
         **setup.data_checks,
+        **outcome(trainer),  # validation_seconds; which step's weights the folder holds, and why
     )
     return run
 
 
-def _save_atomically(setup: Setup, config: Config, folder: Path) -> None:
+def _save_atomically(trainer: Seq2SeqTrainer, setup: Setup, config: Config, folder: Path) -> None:
     """Write the trained weights beside the run, then rename each file in: a kill never leaves half a file.
+    Every rank calls it; rank 0 writes, and no rank returns before the weights are on disk.
 
     For LoRA this is only adapter_model.safetensors + adapter_config.json: the base is not copied.
     """
     staging = folder / SAVING
-    shutil.rmtree(staging, ignore_errors=True)
-    setup.model.save_pretrained(staging)
-    if config.method == "full":
-        setup.tokenizer.save_pretrained(staging)
-    for path in staging.iterdir():
-        os.replace(path, folder / path.name)
-    staging.rmdir()
+    if ranks.is_main():
+        shutil.rmtree(staging, ignore_errors=True)
+    if engines.detect().shards_parameters:  # FSDP / ZeRO-3: every rank hands in its shard, rank 0 writes them whole
+        ranks.barrier()
+        trainer.save_model(str(staging))
+        if ranks.is_main():
+            (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle, and not part of the run
+    elif ranks.is_main():  # setup.model is the bare model, not the DDP wrapper: the same weights on every rank
+        setup.model.save_pretrained(staging)
+    if ranks.is_main():
+        if config.method == "full":
+            setup.tokenizer.save_pretrained(staging)
+        for path in staging.iterdir():
+            os.replace(path, folder / path.name)
+        staging.rmdir()
+    ranks.barrier()
 
 
 def train(config: Config, folder: str | Path, overwrite: bool = False, resume: bool = False) -> RunFolder:
@@ -251,6 +284,8 @@ def train(config: Config, folder: str | Path, overwrite: bool = False, resume: b
     plan, checkpoint = RunFolder.plan(folder, config, overwrite)
     if plan is not Plan.RESUME:
         checkpoint = None  # a trained but unscored run is trained again: `train` was asked for
+    else:
+        check_world_size(checkpoint, ranks.world_size())
     if resume and checkpoint is None:
         log.warning("--resume: %s has no complete checkpoint of an unfinished run; starting from the beginning", folder)
     return fit(prepare(config), config, folder, overwrite=overwrite, checkpoint=checkpoint)

@@ -145,15 +145,18 @@ def make_example(ex: Example, tok, sentinels: list[int], rng: random.Random) -> 
         prefix = "\n".join(f"#Person{w}#: {t}" for w, t in ex.turns[:k])
         who, text = ex.turns[k]
         return enc(NEXT_PROMPT.format(who=who, dialogue=prefix)) + eos, enc(text) + eos
-    pairs = slot_questions(ex)
     if r < 0.85:
-        q, a = rng.choice(pairs)
+        q, a = rng.choice(slot_questions(ex))
         return enc(QUESTION_PROMPT.format(dialogue=ex.dialogue, question=q)) + eos, enc(a) + eos
+    return enc(DETAILS_PROMPT.format(dialogue=ex.dialogue)) + eos, enc(details(ex)) + eos
+
+
+def details(ex: Example) -> str:
+    """The detail-extraction target: every slot written in the dialogue, in dialogue order (`key: value; ...`)."""
     # Extraction of several slots at once teaches copying a sequence of facts, in dialogue order.
-    pairs.sort(key=lambda qa: ex.dialogue.lower().index(qa[1].lower()))
-    details = "; ".join(f"{SLOT_WORDS.get(k, k)}: {v}" for k, v in
-                        [(q[len("What is the "):-1], a) for q, a in pairs])
-    return enc(DETAILS_PROMPT.format(dialogue=ex.dialogue)) + eos, enc(details) + eos
+    pairs = sorted(slot_questions(ex), key=lambda qa: ex.dialogue.lower().index(qa[1].lower()))
+    return "; ".join(f"{SLOT_WORDS.get(k, k)}: {v}" for k, v in
+                     [(q[len("What is the "):-1], a) for q, a in pairs])
 
 
 def collate(pairs: list[tuple[list[int], list[int]]], max_src: int, max_tgt: int) -> dict[str, torch.Tensor]:

@@ -113,6 +113,25 @@ def test_quick_json_contract(tmp_path):
     assert compare_runs.compare(report, report) == (compare_runs.compare(report, report)[0], True)
 
 
+def test_eval_only_times_the_ctranslate2_engines_beside_both_recipes(tmp_path, capsys):
+    pytest.importorskip("ctranslate2")
+    shared_path("dialogsum", "dialogsum.dev.jsonl")
+    output = tmp_path / "bench.json"
+    bench_speed.main(["--eval-only", "--shape", "tiny", "--in-process", "--rounds", "1", "--eval-examples", "2",
+                      "--new-tokens", "3", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["train"] == [] and report["levers"] == []
+    (row,) = report["eval"]
+    for engine in ("ct2_float32", "ct2_int8"):
+        for key in ("summaries_per_s", "ratio", "vs_dialogtune", "conversion_s"):
+            assert row[f"{engine}_{key}"] > 0, (engine, key)
+        assert row[f"{engine}_ratio"] == pytest.approx(row[f"{engine}_summaries_per_s"] / row["baseline_summaries_per_s"])
+        assert 0 <= row[f"{engine}_same_text"] <= 2
+    assert "ct2 int8" in capsys.readouterr().out
+    plan = bench_speed.make_plan(bench_speed.parse_args(["--eval-only", "--no-ct2"]))
+    assert plan.eval_shapes == ["small", "base"] and plan.shapes == [] and not plan.ct2
+
+
 def test_lora_vs_full_reports_both_checkpointing_variants(tmp_path):
     shared_path("dialogsum", "dialogsum.dev.jsonl")
     output = tmp_path / "bench.json"
@@ -254,13 +273,14 @@ def test_levers_only_times_each_lever_against_the_defaults_of_its_own_round():
     plan = bench_speed.make_plan(bench_speed.parse_args(["--levers-only"]))
     jobs = repeats.schedule(plan)
     assert plan.batch_size == 8 and plan.rounds >= 3 and not plan.eval_shapes
-    per_round = 2 + len(repeats.LEVERS)
+    levers = repeats.LEVERS + repeats.MORE_LEVERS
+    per_round = 2 + len(levers)
     assert len(jobs) == plan.rounds * per_round and {j["recipe"] for j in jobs} == {"dialogtune"}
     for k in range(plan.rounds):
         this_round = [j for j in jobs if j["round"] == k]
         # the defaults come first in every round, so each lever's ratio pairs with a default of its round
         assert [(j["method"], j["label"]) for j in this_round[:2]] == [("full", ""), ("lora", "")]
-        assert [j["label"] for j in this_round[2:]] == [label for _, label, _ in repeats.LEVERS]
-    labels = {label: settings for _, label, settings in repeats.LEVERS}
+        assert [j["label"] for j in this_round[2:]] == [label for _, label, _ in levers]
+    labels = {label: settings for _, label, settings in levers}
     assert labels["1 thread"] == {"threads": 1}
     assert labels["optim adamw_torch (foreach, not fused)"]["training"]["optim"] == "adamw_torch"

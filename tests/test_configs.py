@@ -23,7 +23,13 @@ def test_recipe_parses_and_opens_with_its_command(path: Path, tmp_path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
     assert first.startswith("# dialogtune ")
     assert f"configs/{path.name}" in first or (path.parent.name == "assets" and first.startswith(f"# dialogtune {path.stem}"))
-    config = load_config(path)
+    if first.startswith("# dialogtune sweep"):  # a recipe plus a grid: every point must be a valid config
+        from dialogtune.sweep import plan_points, read_sweep
+
+        _, points = plan_points(*read_sweep(path))
+        config = points[0].config
+    else:
+        config = load_config(path)
     methods = config.run.methods if first.startswith(("# dialogtune run", "# dialogtune demo")) else [config.method]
     for method in methods:
         resolved = for_method(config, method)

@@ -19,6 +19,14 @@ def test_quick_demo_runs_offline_and_writes_a_valid_report(tmp_path, capsys):
     assert lora["size_bytes"] <= 0.10 * full["size_bytes"]
     assert json.loads((out / "lora" / "metadata.json").read_text())["model"] == "builtin:tiny-t5"
     assert len(report["examples"]) == 2
+    # The learning curves: two validations each (steps 6 and 12 of 12), the weights from the better one.
+    assert original["curves"] is None
+    for run in (full, lora):
+        curves = run["curves"]
+        assert [p["step"] for p in curves["validation"]] == [6, 12] and curves["val_samples"] == 8
+        best = max(curves["validation"], key=lambda p: p["rouge1"])  # the first of equals, as transformers
+        assert curves["best"]["step"] == curves["weights"]["step"] == best["step"]
+    assert 'aria-label="learning curves"' in (out / "report.html").read_text()
 
 
 def test_demo_with_another_dataset_drops_the_settings_sized_for_the_bundled_corpus():
@@ -36,7 +44,7 @@ def test_demo_with_another_dataset_drops_the_settings_sized_for_the_bundled_corp
 
 # Measured per run, so they differ between two identical runs; everything else in report.json must not.
 TIMINGS = {"train_seconds", "train_examples_per_second", "train_tokens_per_second", "peak_memory_bytes",
-           "summaries_per_second", "generation_seconds", "folder"}
+           "summaries_per_second", "generation_seconds", "folder", "validation_seconds"}
 
 
 def _without_timings(value):

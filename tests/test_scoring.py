@@ -119,7 +119,7 @@ def test_prediction_field_defaults_and_prediction_key(refs, tmp_path):
     "content, fragment",
     [
         ('{"id": "a", "output": "x"}\n{"id": "b", "prediction": "y"}\n', "line 2 needs JSON with `id` and `output`"),
-        ("Tom says hello.\nA room is booked.\n", "--prediction-key output needs JSONL predictions"),
+        ("Tom says hello.\nA room is booked.\n", "--prediction-column output needs JSONL predictions"),
     ],
 )
 def test_prediction_key_problems_are_refused(refs, tmp_path, capsys, content, fragment):

@@ -21,15 +21,16 @@ __all__ = ["Analysis", "analyse", "build_report", "rouge_table", "to_html", "to_
 
 def write_report(
     folders: list[str | Path], output: str | Path, num_examples: int = 5, seed: int = 0, *,
-    min_topic_count: int | None = None, allow_mixed: bool = False,
+    min_topic_count: int | None = None, allow_mixed: bool = False, human: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write report.json, report.md and report.html into `output`; returns the report data.
 
     Two or more runs of which no pair was scored alike (split, references, protocol, dialogues) are an
-    error unless `allow_mixed`: the report would then hold no paired test, only the reasons.
+    error unless `allow_mixed`: the report would then hold no paired test, only the reasons. `human`: the
+    results of a review study (`dialogtune review-results`), shown as the human-evaluation section.
     """
     output = Path(output)
-    analysis = analyse(folders, num_examples, seed, min_topic_count)
+    analysis = analyse(folders, num_examples, seed, min_topic_count, human)
     report = analysis.report
     if len(report["runs"]) > 1 and not report["comparisons"] and not allow_mixed:
         reasons = "; ".join(f"{n['a']} vs {n['b']}: {n['reason']}" for n in report["not_compared"])

@@ -32,7 +32,7 @@ class Analysis:
     """What the renderers draw from.
 
     ``report`` is the report.json contract: ``{"runs", "comparisons", "not_compared", "human_faithfulness",
-    "examples"}``. ``generated_words``
+    "examples"}``, plus ``"human_evaluation"`` when a review study is attached (:func:`human_section`). ``generated_words``
     maps each run's name to the word count of every summary it generated, for the length histogram; it is
     kept out of ``report`` because report.json is read by other tools and one number per dialogue per run
     would swamp it.
@@ -90,6 +90,9 @@ def _run_entry(item: _LoadedRun, edges: list[int], min_topic_count: int, seed: i
     return {
         "name": run.name,
         "method": run.method,
+        # The engine that generated its summaries: torch, or ct2 for a `dialogtune export` (with its weight type).
+        "backend": meta.get("backend", "torch"),
+        "quantization": meta.get("quantization"),
         "folder": str(run.folder),
         "model": meta.get("model"),
         "protocol": metrics.get("protocol"),
@@ -119,7 +122,36 @@ def _run_entry(item: _LoadedRun, edges: list[int], min_topic_count: int, seed: i
             [p.get("dialogue", "") for p in predictions],
             [p["id"] for p in predictions],
         ),
+        "curves": curves(run),
     }
+
+
+CURVE_FIGURES = ("rouge1", "rouge2", "rougeL", "rougeLsum", "unsupported_rate")  # logged as eval_<name> (dialogtune.validation)
+
+
+def curves(run: Any) -> dict[str, Any] | None:
+    """Training loss and validation figures against steps, from the run's train_log.jsonl; None if nothing was
+    validated during training. Each validation point carries the training seconds before it and the last training loss."""
+    path = run.folder / runs.TRAIN_LOG
+    lines = runs.read_jsonl(path) if path.is_file() else []
+    if not any("eval_loss" in e for e in lines):
+        return None
+    train_loss, points, last = [], [], None
+    for e in lines:
+        if "loss" in e:
+            train_loss.append([e["step"], round(e["loss"], 4)])
+            last = e["loss"]
+        if "eval_loss" in e:
+            points.append({"step": e["step"], "train_seconds": e.get("eval_train_seconds"), "train_loss": _rounded(last),
+                           "loss": round(e["eval_loss"], 4), **{m: _rounded(e.get(f"eval_{m}")) for m in CURVE_FIGURES}})
+    meta = run.metadata
+    return {"train_loss": train_loss, "validation": points, "best": meta.get("best"), "weights": meta.get("weights"),
+            "val_samples": (meta.get("validation") or {}).get("samples"), "train_seconds": meta.get("train_seconds"),
+            "validation_seconds": meta.get("validation_seconds"), "early_stopped": meta.get("early_stopped")}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _comparison(a: _LoadedRun, b: _LoadedRun, seed: int) -> dict[str, Any]:
@@ -205,12 +237,32 @@ def _examples(items: list[_LoadedRun], human: dict[str, Any], num_examples: int,
     ]
 
 
+HUMAN_KEYS = ("judgements", "items", "method", "systems", "pairs", "agreement", "correlation")
+
+
+def human_section(results: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The results of `dialogtune review-results` as the report shows them (rater names reduced to a count),
+    with the study's systems that are not among the report's runs and the runs the study did not include."""
+    missing = [k for k in HUMAN_KEYS if k not in results]
+    if missing:
+        raise DialogtuneError(f"the human-evaluation results lack {', '.join(missing)}; regenerate them with `dialogtune review-results`")
+    studied = [s["name"] for s in results["systems"]]
+    return {
+        **{k: results[k] for k in HUMAN_KEYS},
+        "raters": len(results.get("raters", {})),
+        "not_in_report": [s["name"] for s in results["systems"] if s["name"] not in names and not s.get("hidden")],
+        "not_in_study": [n for n in names if n not in studied],
+    }
+
+
 def analyse(
-    folders: list[str | Path], num_examples: int = 5, seed: int = 0, min_topic_count: int | None = None
+    folders: list[str | Path], num_examples: int = 5, seed: int = 0, min_topic_count: int | None = None,
+    study: dict[str, Any] | None = None,
 ) -> Analysis:
     """Read and score each run folder once; return the report data and what the charts need besides.
 
-    `min_topic_count` defaults to the first run's `report.min_topic_count`.
+    `min_topic_count` defaults to the first run's `report.min_topic_count`. `study`: the results of a
+    review study (``dialogtune review-results``), added as ``human_evaluation``.
     """
     if not folders:
         raise DialogtuneError("compare needs at least one run folder")
@@ -232,6 +284,8 @@ def analyse(
         "human_faithfulness": {"of": names[0], "reference": "first reference of each dialogue", **_figures(human)},
         "examples": _examples(items, human, num_examples, seed),
     }
+    if study is not None:
+        report["human_evaluation"] = human_section(study, names)
     words = {i.run.name: [len(p["prediction"].split()) for p in i.predictions] for i in items}
     return Analysis(report, words)
 

@@ -29,6 +29,14 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def method_label(run: dict[str, Any], report: dict[str, Any]) -> str:
+    """The method, with the engine once any run used other than torch: "full (torch)", "full (ct2 int8)"."""
+    if all(r.get("backend", "torch") == "torch" for r in report["runs"]):
+        return run["method"]
+    engine = " ".join(x for x in (run.get("backend", "torch"), run.get("quantization")) if x)
+    return f"{run['method']} ({engine})"
+
+
 def comparison_text(comparison: dict[str, Any]) -> tuple[str, str]:
     """(title, detail) of one paired comparison, e.g. ("lora vs full", "rouge1 +1.20 [...] p=0.030; ...")."""
     parts = []

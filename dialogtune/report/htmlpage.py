@@ -7,15 +7,16 @@ from typing import Any
 
 from dialogtune.faithfulness import Fact, mark_html
 from dialogtune.metrics import METRICS
-from dialogtune.report.charts import bar_chart, length_histogram
+from dialogtune.report.charts import bar_chart, learning_curves, length_histogram, time_vs_rouge
 from dialogtune.report.formatting import LEGEND, comparison_text, faithfulness_comparison_text, faithfulness_rows, fmt
-from dialogtune.report.formatting import human_bytes, not_compared_text, scored_on, scored_on_text
+from dialogtune.report.formatting import human_bytes, method_label, not_compared_text, scored_on, scored_on_text
+from dialogtune.report.markdown import CURVE_HEADER, HUMAN_HEADER, curve_note, curve_rows, human_notes, human_rows
 
 
-def _run_row(r: dict[str, Any]) -> str:
+def _run_row(r: dict[str, Any], report: dict[str, Any]) -> str:
     cells = "".join(f"<td>{r['rouge'][m]:.2f}<br><small>[{r['rouge_ci'][m][0]:.1f}, {r['rouge_ci'][m][1]:.1f}]</small></td>" for m in METRICS)
     return (
-        f"<tr><td>{html.escape(r['name'])}</td><td>{r['method']}</td>{cells}<td>{fmt(r['trainable_params'])} "
+        f"<tr><td>{html.escape(r['name'])}</td><td>{html.escape(method_label(r, report))}</td>{cells}<td>{fmt(r['trainable_params'])} "
         f"({fmt(r['trainable_percent'], 2)}%)</td><td>{human_bytes(r['size_bytes'])}</td><td>{fmt(r['train_seconds'])}</td>"
         f"<td>{fmt(r['train_tokens_per_second'])}</td></tr>"
     )
@@ -53,13 +54,42 @@ def _faithfulness(report: dict[str, Any]) -> str:
     )
 
 
+def _human(report: dict[str, Any]) -> str:
+    """The human-evaluation section, if a review study is attached; the rows and notes are the Markdown's."""
+    section = report.get("human_evaluation")
+    if section is None:
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HUMAN_HEADER)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in human_rows(section))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in human_notes(section))
+    return (f"<h2>Human evaluation</h2><p>{section['judgements']} blind pairwise judgements by {section['raters']} raters on "
+            f"{section['items']} dialogues. Bradley–Terry: {html.escape(section['method']['bradley_terry'])}.</p>"
+            f"<table><tr>{head}</tr>{rows}</table><ul>{notes}</ul>")
+
+
+def _curves(report: dict[str, Any]) -> str:
+    """Training loss and validation ROUGE-1 against steps, training time against ROUGE-1, and each run's table."""
+    curved = [r for r in report["runs"] if r.get("curves")]
+    if not curved:
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in CURVE_HEADER)
+    tables = "".join(
+        f"<h3>{html.escape(r['name'])}</h3><p>{html.escape(curve_note(r['curves']))}.</p><table><tr>{head}</tr>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in curve_rows(r["curves"]))
+        + "</table>" for r in curved
+    )
+    return (f"<h2>Learning curves</h2><p>Validated during training on a seeded subset of the validation split, never the "
+            f"test split; a ring marks each run's best validation.</p>{learning_curves(report)}"
+            f"<p>Validation ROUGE-1 against training time (validation excluded):</p>{time_vs_rouge(report)}{tables}")
+
+
 def to_html(report: dict[str, Any], generated_words: dict[str, list[int]]) -> str:
     """The report page: ROUGE chart and table with cost, differences, faithfulness, length histogram and examples.
 
     `generated_words` (run name -> words per generated summary) feeds the histogram; see
     :class:`dialogtune.report.analysis.Analysis`.
     """
-    rows = "".join(_run_row(r) for r in report["runs"])
+    rows = "".join(_run_row(r, report) for r in report["runs"])
     comps = "".join(f"<li>{html.escape(f'{title}: {detail}')}</li>" for title, detail in map(comparison_text, report["comparisons"]))
     comps += "".join(f"<li>{html.escape(not_compared_text(n))}</li>" for n in report.get("not_compared", []))
     examples = "".join(_example(ex) for ex in report["examples"])
@@ -72,7 +102,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
 {bar_chart(report)}
 <table><tr><th>run</th><th>method</th>{''.join(f'<th>{m}</th>' for m in METRICS)}<th>trainable</th><th>size</th><th>train s</th><th>tokens/s</th></tr>{rows}</table>
 <h2>Differences</h2><p>Paired test on the same dialogues; n.s. = not significant at 0.05.</p><ul>{comps}</ul>
+{_curves(report)}
 {_faithfulness(report)}
+{_human(report)}
 <h2>Generated lengths</h2>{length_histogram(generated_words)}
 <h2>Examples</h2><p>{legend}</p>{examples}
 </body></html>
