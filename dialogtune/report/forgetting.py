@@ -61,8 +61,11 @@ def findings(report: dict[str, Any]) -> list[str]:
         more = [f"{t} ({change_text(v)})" for t, v in tests.items() if v["significant"] and v["diff"] > 0]
         less = [f"{t} ({change_text(v)})" for t, v in tests.items() if v["significant"] and v["diff"] < 0]
         same = [t for t, v in tests.items() if not v["significant"]]
+        as_much = [t for t in same if t in lost]
         sentence = f"{labels[key]} against full fine-tuning on summaries alone: retained tasks significantly higher: {_join(more)}"
         sentence += f"; significantly lower: {_join(less)}; no significant difference: {', '.join(same) or 'none'}"
+        if as_much:
+            sentence += f" (so it lost as much as full fine-tuning on summaries alone did on {', '.join(as_much)})"
         out.append(sentence + f"; summary {change_text(cells['summary']['vs_full_summary'])}.")
     return out
 
