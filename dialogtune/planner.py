@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from dialogtune.errors import DialogtuneError
-from dialogtune.memory import ENGINES, Shape, training_bytes
+from dialogtune.memory import Shape, training_bytes
 from dialogtune.modeling import skeleton
 
 PLAN_METHODS = ("full", "lora", "qlora")

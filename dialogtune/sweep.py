@@ -139,12 +139,18 @@ def run_point(config: Config, folder: str | Path, overwrite: bool = False, threa
     """Bring one point's run folder to finished (train + evaluate); returns what was done."""
     from dialogtune.pipeline import run_one
 
-    if threads:
-        import torch
+    import torch
 
+    # In-process (jobs=1) the thread count is the caller's global state: put it back, or every later training in the
+    # process runs on a different count, and CPU kernels sum in a different order (bitwise different weights).
+    before = torch.get_num_threads()
+    if threads:
         torch.set_num_threads(threads)
-    plan, _ = RunFolder.plan(folder, config, overwrite)
-    run_one(config, Path(folder), plan, overwrite=overwrite, progress=False)
+    try:
+        plan, _ = RunFolder.plan(folder, config, overwrite)
+        run_one(config, Path(folder), plan, overwrite=overwrite, progress=False)
+    finally:
+        torch.set_num_threads(before)
     return plan.value
 
 

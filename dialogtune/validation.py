@@ -12,6 +12,7 @@ training time. What turns it on and how it is checked: `dialogtune.validationcon
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,21 @@ class ValidatingTrainer(CheckpointingTrainer):
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """transformers' evaluation, timed apart, and without side effects on training: every DataLoader pass draws
+        from the global torch RNG, which would reshuffle the next epoch differently (and sampled generation draws
+        more), so the RNG states are put back and a validated run trains exactly as an unvalidated one."""
         started = time.perf_counter()
         self._at = self._trained + started - (self._started or started) - self.validation_seconds
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        devices = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         try:
             return super().evaluate(*args, **kwargs)
         finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+            if devices is not None:
+                torch.cuda.set_rng_state_all(devices)
             self.validation_seconds += time.perf_counter() - started
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import FAST_TRAINING, REPO
@@ -69,7 +70,9 @@ evaluation.Partial.append = append
 
 
 def _killed(snippet, argv):
-    code = "import os, signal, sys\n" + textwrap.dedent(snippet) + "from dialogtune.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    # The parent's thread count: the reference trained in this process, and another count sums in another order.
+    code = (f"import os, signal, sys, torch\ntorch.set_num_threads({torch.get_num_threads()})\n" + textwrap.dedent(snippet)
+            + "from dialogtune.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     result = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
 

@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import torch
 import yaml
 
 from conftest import FAST_TRAINING, REPO
@@ -99,8 +100,11 @@ def test_a_sweep_runs_every_point_writes_the_report_and_a_rerun_skips_finished_p
 
     monkeypatch.setattr(pipeline, "train", counted("train", real_train))
     monkeypatch.setattr(pipeline, "evaluate_run", counted("evaluate", real_evaluate))
-    sweep = run_sweep(path, jobs=1)
+    before = torch.get_num_threads()
+    sweep = run_sweep(path, jobs=1, threads=1 if before != 1 else 2)
     assert calls == {"train": 2, "evaluate": 2}
+    # In-process points leave the caller's thread count as it was (a changed count changes later runs bitwise).
+    assert torch.get_num_threads() == before
     root = tmp_path / "sweep"
     for name in ("sweep.json", "sweep.md", "sweep.html", "sweep-trainable_params.svg", "sweep-train_seconds.svg"):
         assert (root / name).is_file(), name

@@ -7,6 +7,7 @@ best is known in advance. That the figures are the real scores is checked on its
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import FAST_TRAINING, REPO, corpus_rows, write_jsonl
@@ -48,7 +50,7 @@ def scripted(loop, script):
 def _overrides(tiny_model, small_data, out, method="lora", **extra):
     fast = {k: v for k, v in FAST_TRAINING.items() if k != "training.save_strategy"}  # checkpoints follow validation
     return {**fast, "model": str(tiny_model), "data.dataset": str(small_data), "method": method, "output": str(out),
-            "training.learning_rate": 5e-3, "training.max_steps": 8, "training.per_device_train_batch_size": 4,
+            "training.learning_rate": 5e-3, "training.max_steps": 8,  # batch 8: 6 steps an epoch, so 8 cross into a second
             "training.save_total_limit": 2, "lora.r": 4, "evaluation.batch_size": 2, "evaluation.eval_steps": 2,
             "evaluation.val_samples": 4, "training.metric_for_best_model": "rouge1", "training.load_best_model_at_end": True,
             **extra}
@@ -130,8 +132,26 @@ def test_the_run_keeps_the_best_checkpoint_and_says_which_and_why(validated):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8"]
 
 
+def test_validating_changes_nothing_in_training(validated, tiny_model, small_data, tmp_path):
+    """The same run never validated trains to the same weights, bit for bit, across the epoch boundary at step 6, where
+    the next shuffle draws from the RNG that validation's data loading would have moved."""
+    _, _, out, _ = validated
+    unvalidated = {k: v for k, v in _overrides(tiny_model, small_data, tmp_path / "plain").items()
+                   if k not in ("evaluation.eval_steps", "training.metric_for_best_model", "training.load_best_model_at_end")}
+    config = load_config(None, {**unvalidated, "training.save_strategy": "no"})
+    fit(prepare(config), config, config.output)
+    assert _log(tmp_path / "plain")[-1]["epoch"] > 1
+    a = load_file(out / "checkpoints" / "checkpoint-8" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "plain" / "adapter_model.safetensors")
+    assert all((a[k] == b[k]).all() for k in b)
+    losses = [[e for e in _log(folder) if "loss" in e and "eval_loss" not in e] for folder in (out, tmp_path / "plain")]
+    assert [(e["step"], e["loss"]) for e in losses[0]] == [(e["step"], e["loss"]) for e in losses[1]]
+
+
 KILL_AT_STEP_5 = """
 import os, signal, sys
+import torch
+torch.set_num_threads(int(os.environ["TEST_THREADS"]))  # the parent's count: another count sums in another order
 sys.path.insert(0, "tests")
 from test_validation import SCRIPT, scripted
 from dialogtune import checkpoints, validation
@@ -151,8 +171,9 @@ def test_a_killed_and_resumed_run_keeps_the_same_best_checkpoint(validated, tiny
     _, _, reference, _ = validated
     out = tmp_path / "lora"
     argv = _argv(_overrides(tiny_model, small_data, out))
+    env = {**os.environ, "TEST_THREADS": str(torch.get_num_threads())}
     killed = subprocess.run([sys.executable, "-c", textwrap.dedent(KILL_AT_STEP_5), *argv], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (out / "checkpoints" / "checkpoint-4" / MARKER).is_file()
     # After the resume, the later validations (20 and 25) are worse than the 30 kept in the checkpoint's state: a
