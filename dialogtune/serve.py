@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import ipaddress
 import logging
 import re
 import secrets
@@ -36,6 +35,7 @@ from starlette.exceptions import HTTPException
 from dialogtune.batching import Expired, MicroBatcher, QueueFull, ServeOptions, UnknownAdapter, known, run_jobs
 from dialogtune.errors import DialogtuneError
 from dialogtune.inference import BASE
+from dialogtune.serverguards import BodyLimit, check_bind
 from dialogtune.weights import pickle_allowed
 
 log = logging.getLogger(__name__)
@@ -153,40 +153,6 @@ def _safetensors_only(summarizer: Any, name: str, folder: Path) -> None:
         summarizer.add_adapter(name, folder)
 
 
-class BodyLimit:
-    """ASGI middleware: a body over `limit` bytes is answered 413 before the app parses any of it."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        chunks, size, message = [], int(declared) if declared.isdigit() else 0, {"more_body": True}
-        received = 0
-        while size <= self.limit and message.get("more_body", False):  # a chunked body is counted as it comes
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            received += len(chunks[-1])
-            size = max(size, received)
-        if size > self.limit:
-            text = f"request body is over the server's limit max_body_bytes={self.limit}; send fewer or shorter dialogues"
-            return await JSONResponse({"error": text}, 413)(scope, receive, send)
-        body, replayed = b"".join(chunks), False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # later reads wait for the client to disconnect
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
-
-
 def create_app(
     summarizer: Any, options: ServeOptions | None = None, token: str | None = None, runs: dict[str, str] | None = None,
     adapter_root: str | Path | None = None, base: str | None = None,
@@ -214,7 +180,8 @@ def create_app(
     app = FastAPI(title="dialogtune", summary="Dialogue summaries from one base model and many LoRA adapters",
                   lifespan=lifespan)
     app.state.server = server
-    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes,
+                       hint=f"max_body_bytes={options.max_body_bytes}; send fewer or shorter dialogues")
     v1 = [Depends(authorized)]
 
     @app.exception_handler(ApiError)
@@ -315,17 +282,6 @@ def parse_adapters(pairs: list[str]) -> dict[str, str]:
     return runs
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Loopback by default; any other address is reachable by others, so it needs a bearer token."""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not token:
-        raise DialogtuneError(f"--host {host} makes the server reachable from other machines; pass --token "
-                              "(or set DIALOGTUNE_TOKEN) so clients must send it, or keep --host 127.0.0.1")
-
-
 def load_summarizer(model: str, runs: dict[str, str], backend: str = "torch") -> Any:
     """The one model the server holds: base + adapters (torch), or a CTranslate2 export folder."""
     if backend == "ct2":
@@ -346,7 +302,7 @@ def serve(
     """Load the model and adapters, then serve until interrupted; in-flight requests finish first."""
     import uvicorn
 
-    check_bind(options.host, token)
+    check_bind(options.host, token, "the server", "pass --token (or set DIALOGTUNE_TOKEN) so clients must send it")
     runs = parse_adapters(adapters)
     app = create_app(load_summarizer(model, runs, backend), options, token, runs, adapter_root, base=model)
     log.info("serving %s with adapters %s on http://%s:%d (docs at /docs)", model, ", ".join(runs) or "none",

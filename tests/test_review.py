@@ -183,7 +183,7 @@ def test_the_page_escapes_text_and_the_app_checks_every_form(tmp_path):
     assert client.post(url, data={**ANSWER, "extra": "1"}).status_code == 422
     assert client.post(url, data={k: v for k, v in ANSWER.items() if k != "preference"}).json()["error"].startswith("preference is missing")
     big = client.post(url, content=b"preference=" + b"A" * (MAX_BODY + 1), headers={"content-type": "application/x-www-form-urlencoded"})
-    assert big.status_code == 413 and "over the limit" in big.json()["error"]
+    assert big.status_code == 413 and f"over the server's limit of {MAX_BODY} bytes" in big.json()["error"]
     assert client.post(url, json=ANSWER).status_code == 415
     assert client.post(f"/rate/mallory/{item}", data=ANSWER).status_code == 403  # not mallory's item
     assert client.post(url, data=ANSWER, headers={"origin": "http://evil.example"}).status_code == 403

@@ -28,7 +28,8 @@ from dialogtune.batching import MicroBatcher, ServeOptions
 from dialogtune.cli import main
 from dialogtune.configio import load_config
 from dialogtune.inference import BASE, Summarizer, generation_config
-from dialogtune.serve import check_bind, create_app
+from dialogtune.serve import create_app
+from dialogtune.serverguards import check_bind
 from dialogtune.train import train
 
 NAMES = ("a", "b", None)  # None: the bare base
@@ -266,8 +267,8 @@ def test_a_token_guards_every_v1_route_but_not_health(summarizer, runs):
 def test_binding_beyond_loopback_needs_a_token(capsys, monkeypatch):
     monkeypatch.delenv("DIALOGTUNE_TOKEN", raising=False)
     for host in ("127.0.0.1", "::1", "localhost"):
-        check_bind(host, None)
-    check_bind("0.0.0.0", "s3cret")
+        check_bind(host, None, "the server", "pass --token")
+    check_bind("0.0.0.0", "s3cret", "the server", "pass --token")
     assert main(["serve", "--model", "builtin:tiny-t5", "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--token" in err and len(err.splitlines()) == 1

@@ -12,7 +12,6 @@ through `runs.read_run`, when the study is created, and no model is ever loaded.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import secrets
 from pathlib import Path
@@ -24,9 +23,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from dialogtune.errors import DialogtuneError
 from dialogtune.review import pages
 from dialogtune.review.store import PREFERENCES, SCALES, Refused, Store, open_study
+from dialogtune.serverguards import BodyLimit, check_bind
 
 MAX_BODY = 8_192  # bytes; an answer form is a few hundred
 RATER = re.compile(r"[^\x00-\x1f\x7f/\\]{1,40}")  # any printable name without slashes; it becomes a URL segment
@@ -56,17 +55,10 @@ def check_rater(name: str) -> str:
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
-    """The URL-encoded form of `request`, read at most MAX_BODY bytes; Refused (413, 415, 400) otherwise."""
+    """The URL-encoded form of `request`; Refused (415, 400) otherwise."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise Refused(415, "send the form as application/x-www-form-urlencoded")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise Refused(413, f"request body is {declared} bytes, over the limit of {MAX_BODY}")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise Refused(413, f"request body is over the limit of {MAX_BODY} bytes")
+    body = await request.body()  # at most MAX_BODY bytes: BodyLimit answered 413 to anything bigger
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=40)
     except (UnicodeDecodeError, ValueError) as err:
@@ -95,6 +87,7 @@ def _answers(form: dict[str, list[str]]) -> dict[str, Any]:
 def create_app(store: Store, token: str | None = None) -> FastAPI:
     """The review app over `store`. With `token`, raters enter it once on the start page (kept in a cookie)."""
     app = FastAPI(title="dialogtune review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=MAX_BODY, hint="submit the answer from the review page")
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
@@ -173,23 +166,12 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
     return app
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Loopback by default; any other address lets other machines in, so a shared token is required."""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not token:
-        raise DialogtuneError(f"--host {host} makes the review page reachable from other machines; pass --token T "
-                              "(raters enter it once) or keep --host 127.0.0.1")
-
-
 def review(folders: list[str], db: str | Path, sample: int | None = None, seed: int = 0, host: str = "127.0.0.1",
            port: int = 8001, token: str | None = None, reference: bool = True, shared_pairs: int | None = None) -> None:
     """Create (or reopen) the study in `db` and serve the rating page until interrupted."""
     import uvicorn
 
-    check_bind(host, token)
+    check_bind(host, token, "the review page", "pass --token T (raters enter it once)")
     store = open_study(db, folders, sample, seed, reference, shared_pairs)
     study = store.study()
     print(f"review: http://{host}:{port}/ ({study['sample']} dialogues, systems {', '.join(s['name'] for s in store.systems())}; "
