@@ -242,12 +242,11 @@ def ct2_convert(model: Any, tokenizer: Any, folder: Path, quantization: str) -> 
 
 def ct2_summarizer(folder: Path, tokenizer: Any, quantization: str, settings: dict[str, Any], batch_size: int, threads: int) -> Any:
     """dialogtune's CTranslate2 backend on a converted stand-in: its `generate` fits and batches the prompts
-    exactly as `dialogtune_generate` does (512 source tokens, the default template, longest first)."""
-    import ctranslate2
-
-    from dialogtune.ct2 import CT2Summarizer
+    exactly as `dialogtune_generate` does (512 source tokens, the default template, longest first), and its
+    translator is loaded as `dialogtune evaluate --backend ct2` loads one (`threads` workers)."""
+    from dialogtune.ct2 import CT2Summarizer, load_translator
     from dialogtune.inference import Settings
     from dialogtune.prompts import PromptTemplate
 
-    translator = ctranslate2.Translator(str(folder / quantization), device="cpu", compute_type=quantization, intra_threads=threads)
+    translator = load_translator(folder / quantization, quantization, threads)
     return CT2Summarizer(translator, tokenizer, Settings(PromptTemplate(), dict(settings), NOTEBOOK_LENGTH, batch_size), quantization)

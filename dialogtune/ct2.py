@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import shutil
 import tempfile
 import time
@@ -24,7 +25,7 @@ from typing import Any
 
 from dialogtune import runs
 from dialogtune.errors import DialogtuneError
-from dialogtune.inference import BASE, Settings, Summarizer, batches, generation_config
+from dialogtune.inference import BASE, Settings, Summarizer, generation_config, in_batches
 
 BACKENDS = ("torch", "ct2")
 QUANTIZATIONS = ("int8", "int8_float32", "float32")
@@ -148,13 +149,27 @@ def export(folder: str | Path, output: str | Path, quantization: str = "int8", o
         runs.Status.TRAINED,
         backend="ct2", quantization=quantization, source_run=str(run.folder.resolve()), ctranslate2=_ctranslate2().__version__,
         model=run.base_model, conversion_seconds=round(seconds, 3),
-        size_bytes=(output / WEIGHTS).stat().st_size, train_seconds=0.0,
-        **{k: source[k] for k in ("total_params", "trainable_params", "merged_from") if k in source},
+        size_bytes=(output / WEIGHTS).stat().st_size,
+        **{k: source[k] for k in (*runs.TRAINING_FIELDS, "total_params", "merged_from") if k in source},
     )
     return exported
 
 
 # ----------------------------------------------------------------------------------------------- backend
+
+
+def load_translator(folder: str | Path, compute_type: str, workers: int | None = None) -> Any:
+    """A CPU translator for the converted model in `folder` that decodes `workers` batches (or parts of one batch)
+    at once, one thread each; default: torch's thread count (the cores, or OMP_NUM_THREADS).
+
+    Why not one batch on all threads: on 2 cores at the flan-t5-small shape, int8 decoding ran 2.1x faster as two
+    one-thread workers each taking half of every batch than as one two-thread worker, with identical outputs; a
+    decoding step's matmuls are too small to split well across threads (BENCHMARKS.md, evaluation engines).
+    """
+    import torch
+
+    workers = workers or torch.get_num_threads()
+    return _ctranslate2().Translator(str(folder), device="cpu", compute_type=compute_type, intra_threads=1, inter_threads=workers)
 
 
 def translate_options(generation: dict[str, Any]) -> dict[str, Any]:
@@ -204,20 +219,18 @@ class CT2Summarizer:
     adapters: dict[str, Settings] = field(default_factory=dict)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, threads: int = 0) -> "CT2Summarizer":
-        """Load an export written by `export` (`threads`: CTranslate2's intra_threads, 0 for its default)."""
+    def from_folder(cls, folder: str | Path, workers: int | None = None) -> "CT2Summarizer":
+        """Load an export written by `export` (`workers`: see `load_translator`)."""
         from dialogtune.modeling import load_tokenizer
 
         run = runs.read_run(folder)
         if not is_export(run):
             raise DialogtuneError(f"{folder} is not a CTranslate2 export; convert it first: dialogtune export {folder} --format ct2 --output DIR")
-        ctranslate2 = _ctranslate2()
         weights = run.folder / WEIGHTS
         if not weights.is_file():
             raise DialogtuneError(f"{folder} has no {WEIGHTS}; export the run again")
-        compute = run.metadata.get("quantization", "default")
         try:
-            translator = ctranslate2.Translator(str(run.folder), device="cpu", compute_type=compute, intra_threads=threads)
+            translator = load_translator(run.folder, run.metadata.get("quantization", "default"), workers)
         except (RuntimeError, ValueError) as err:
             raise DialogtuneError(f"CTranslate2 could not load {folder} ({str(err).strip().splitlines()[0]})") from None
         return cls(translator, load_tokenizer(str(run.folder)), Settings.of(run.config, run.prompt), _hash(weights))
@@ -245,31 +258,21 @@ class CT2Summarizer:
         **generation: Any,
     ) -> list[str]:
         """Summaries for ready-made prompts, in order; `done` and `on_batch` as in `inference.generate`."""
-        from tqdm.auto import tqdm
-
         settings = self.generation(adapter, **generation)
         generation_config(settings, self.tokenizer)  # the same validation, and errors, as the torch path
         options = translate_options(settings)
-        done = done or {}
         template, tokenizer = self.settings.template, self.tokenizer
         sources = [template.fit(prompt, tokenizer, self.settings.max_source_length)[0] for prompt in prompts]
-        outputs = [done.get(i, "") for i in range(len(prompts))]
-        bar = tqdm(total=len(prompts), desc="generating", unit="summary", disable=not progress)
-        for batch in batches([len(ids) for ids in sources], self.settings.batch_size):
-            if all(i in done for i in batch):
-                bar.update(len(batch))
-                continue
+
+        def decode(batch: list[int]) -> list[str]:
             tokens = [tokenizer.convert_ids_to_tokens(sources[i]) for i in batch]
-            results = self.translator.translate_batch(tokens, **options)
+            # Split over the translator's workers, which decode the parts at once (load_translator).
+            workers = getattr(self.translator, "num_translators", 1)
+            results = self.translator.translate_batch(tokens, max_batch_size=math.ceil(len(tokens) / workers), **options)
             ids = [tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
-            texts = [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
-            for i, text in zip(batch, texts, strict=True):
-                outputs[i] = text
-            if on_batch is not None:
-                on_batch(batch, texts)
-            bar.update(len(batch))
-        bar.close()
-        return outputs
+            return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+        return in_batches([len(ids) for ids in sources], self.settings.batch_size, decode, progress, done, on_batch)
 
     def summarize(self, dialogues: list[str], adapter: str | None = None, **generation: Any) -> list[str]:
         """One summary per dialogue, in order."""

@@ -88,37 +88,52 @@ def generate(
     (e.g. peft's `adapter_names`, given per prompt and split with the batches here).
     """
     model.eval()
-    done = done or {}
     template = template or PromptTemplate()
     sources = [template.fit(prompt, tokenizer, max_source_length)[0] for prompt in prompts]
-    lengths = [len(ids) for ids in sources]
-    outputs: list[str] = [""] * len(prompts)
-    for i, text in done.items():
-        outputs[i] = text
     device = next(model.parameters()).device
     adapter_names = generate_kwargs.pop("adapter_names", None)
-    bar = tqdm(total=len(prompts), desc="generating", unit="summary", disable=not progress)
-    for batch in batches(lengths, batch_size):
-        if all(i in done for i in batch):
-            bar.update(len(batch))
-            continue
+
+    def decode(batch: list[int]) -> list[str]:
+        kwargs = dict(generate_kwargs)
         encoded = tokenizer.pad({"input_ids": [sources[i] for i in batch]}, return_tensors="pt").to(device)
         if adapter_names is not None:
-            generate_kwargs["adapter_names"] = [adapter_names[i] for i in batch]
+            kwargs["adapter_names"] = [adapter_names[i] for i in batch]
             # peft repeats each row's adapter name per beam only when `num_beams` is a keyword argument; it
             # does not look inside generation_config, and beam search then fails with a length mismatch.
             if config.num_beams > 1:
-                generate_kwargs["num_beams"] = config.num_beams
+                kwargs["num_beams"] = config.num_beams
         # Keyword arguments only: PeftModel.generate rejects positional ones.
         generated = model.generate(
-            input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config,
-            **generate_kwargs,
+            input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config, **kwargs,
         )
-        texts = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
-        for i, text in zip(batch, texts, strict=True):
-            outputs[i] = text
-        if on_batch is not None:
-            on_batch(batch, texts)
+        return [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+    return in_batches([len(ids) for ids in sources], batch_size, decode, progress, done, on_batch)
+
+
+def in_batches(
+    lengths: list[int],
+    batch_size: int,
+    decode: Callable[[list[int]], list[str]],
+    progress: bool = False,
+    done: dict[int, str] | None = None,
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
+) -> list[str]:
+    """`decode(batch)` over `batches(lengths, batch_size)`, the outputs back in prompt order (any engine's loop).
+
+    Batches that `done` (outputs by prompt index) fully covers are skipped, so the remaining batches are exactly
+    those an uninterrupted call would run; `on_batch` is told each finished batch (prompt indices, texts).
+    """
+    done = done or {}
+    outputs = [done.get(i, "") for i in range(len(lengths))]
+    bar = tqdm(total=len(lengths), desc="generating", unit="summary", disable=not progress)
+    for batch in batches(lengths, batch_size):
+        if not all(i in done for i in batch):
+            texts = decode(batch)
+            for i, text in zip(batch, texts, strict=True):
+                outputs[i] = text
+            if on_batch is not None:
+                on_batch(batch, texts)
         bar.update(len(batch))
     bar.close()
     return outputs

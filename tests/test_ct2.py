@@ -94,10 +94,12 @@ class _Spy:
     """A translator that records the tokens it is fed."""
 
     def __init__(self, real):
-        self.real, self.seen = real, []
+        self.real, self.seen, self.batch_limits = real, [], []
+        self.num_translators = real.num_translators
 
     def translate_batch(self, tokens, **options):
         self.seen += tokens
+        self.batch_limits.append(options.get("max_batch_size"))
         return self.real.translate_batch(tokens, **options)
 
 
@@ -120,8 +122,21 @@ def test_export_is_a_run_folder_that_describes_itself(full_run):
     assert run.method == "full" and run.metadata["backend"] == "ct2" and run.metadata["quantization"] == "float32"
     assert run.metadata["source_run"] == str(source.resolve()) and run.base_model == original.base_model
     assert run.prompt == original.prompt and run.config.generation_args() == original.config.generation_args()
+    # The report's cost columns show what training the model cost, not 0 for the conversion.
+    assert run.metadata["train_seconds"] == original.metadata["train_seconds"] > 0
+    assert run.metadata["trainable_params"] == original.metadata["trainable_params"]
     assert (exported / "model.bin").is_file() and (exported / "tokenizer.json").is_file()
     assert not list(exported.glob("*.safetensors"))
+
+
+def test_workers_each_take_part_of_every_batch_and_change_nothing(full_run):
+    _, exported = full_run
+    one, two = CT2Summarizer.from_folder(exported, workers=1), CT2Summarizer.from_folder(exported, workers=2)
+    assert (one.translator.num_translators, two.translator.num_translators) == (1, 2)
+    dialogues = _dialogues(7)
+    spy = _Spy(two.translator)
+    assert dataclasses.replace(two, translator=spy).summarize(dialogues) == one.summarize(dialogues)
+    assert spy.batch_limits == [4]  # one batch of 7, as two parts decoded at once
 
 
 def test_int8_export_runs_and_is_smaller(full_run, tmp_path):
