@@ -50,12 +50,6 @@ MERGE_FILE = "merge.json"
 PROBES = 8
 RELATIVE_TOLERANCE = 1e-4  # of the largest logit; see the module docstring
 BUNDLED_CORPUS = "builtin:dialogs"
-# What the LoRA run's metadata says about its training, which stays true of the merged model.
-TRAINING_FIELDS = (
-    "trained", "trainable_params", "train_examples", "train_steps", "train_loss", "train_seconds",
-    "train_examples_per_second", "train_tokens_per_second", "peak_memory_bytes", "tokens", "data_split", "data_overlap",
-    "tasks", "mixing",
-)
 
 
 def merge_run(run_folder: str | Path, output: str | Path, probes: int = PROBES, overwrite: bool = False) -> dict[str, Any]:
@@ -122,7 +116,7 @@ def _record(run: RunFolder, folder: RunFolder, merged: Any, figures: dict[str, A
     if not figures["passed"]:
         return
     _, total = parameter_counts(merged)
-    carried = {k: run.metadata[k] for k in TRAINING_FIELDS if k in run.metadata}
+    carried = {k: run.metadata[k] for k in runs.TRAINING_FIELDS if k in run.metadata}
     folder.update(
         Status.TRAINED, **carried, name=Path(folder.config.output).name, merged=runs.now(), merged_from=merged_from,
         merge=_summary(figures), total_params=total, size_bytes=size_on_disk(folder.folder, "full"),

@@ -35,6 +35,14 @@ TRAIN_LOG = "train_log.jsonl"
 CHECKPOINTS = "checkpoints"
 
 
+# What a run's metadata says about its training, which stays true of a model made from it (a merge, an export):
+# the report shows that model's training cost as its source's.
+TRAINING_FIELDS = (
+    "trained", "trainable_params", "train_examples", "train_steps", "train_loss", "train_seconds",
+    "train_examples_per_second", "train_tokens_per_second", "peak_memory_bytes", "tokens", "data_split", "data_overlap",
+    "tasks", "mixing",
+)
+
 class Status(str, Enum):
     """Where a run is in its life; stored in metadata.json as the lower-case name."""
 
