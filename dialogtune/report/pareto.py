@@ -133,11 +133,15 @@ def _header(sweep: dict[str, Any]) -> list[str]:
     return ["point", *sweep["grid"], "trainable params", "train s", "ROUGE-1 [95% CI]", *METRICS[1:], "Pareto"]
 
 
+def _how(sweep: dict[str, Any]) -> str:
+    threads = sweep.get("threads")
+    return f"{len(sweep['points'])} points; {sweep.get('jobs')} at a time x {threads} thread{'' if threads == 1 else 's'} each"
+
+
 def to_markdown(sweep: dict[str, Any]) -> str:
     keys = list(sweep["grid"])
     lines = [f"# Sweep: {sweep.get('config', '')}", "",
-             f"{len(sweep['points'])} points; {sweep.get('jobs')} at a time x {sweep.get('threads')} threads; "
-             f"this invocation took {sweep.get('wall_seconds')} s (finished points kept from earlier runs are not timed again).", "",
+             f"{_how(sweep)}; this invocation took {sweep.get('wall_seconds')} s (finished points kept from earlier runs are not timed again).", "",
              "| " + " | ".join(_header(sweep)) + " |", "|" + "---|" * len(_header(sweep))]
     lines += ["| " + " | ".join(_cells(r, keys)) + " |" for r in sweep["points"]]
     lines.append("")
@@ -157,8 +161,7 @@ def to_html(sweep: dict[str, Any]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>dialogtune sweep</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
         f"</style></head><body><h1>Sweep: {html.escape(str(sweep.get('config', '')))}</h1>"
-        f"<p>{len(sweep['points'])} points; {sweep.get('jobs')} at a time x {sweep.get('threads')} threads; "
-        f"this invocation took {sweep.get('wall_seconds')} s.</p>"
+        f"<p>{html.escape(_how(sweep))}; this invocation took {sweep.get('wall_seconds')} s.</p>"
         f"{scatter(sweep, 'trainable_params')}{scatter(sweep, 'train_seconds')}<h2>Pareto fronts</h2><ul>{fronts}</ul>"
         f"<h2>Every point</h2><table><tr>{head}</tr>{body}</table></body></html>"
     )
