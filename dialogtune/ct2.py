@@ -168,8 +168,15 @@ def load_translator(folder: str | Path, compute_type: str, workers: int | None =
     """
     import torch
 
-    workers = workers or torch.get_num_threads()
-    return _ctranslate2().Translator(str(folder), device="cpu", compute_type=compute_type, intra_threads=1, inter_threads=workers)
+    threads = torch.get_num_threads()
+    workers = workers or threads
+    try:
+        return _ctranslate2().Translator(str(folder), device="cpu", compute_type=compute_type, intra_threads=1,
+                                         inter_threads=workers)
+    finally:
+        # CTranslate2 and torch share the OpenMP runtime, and creating a translator sets the calling thread's
+        # OpenMP thread count to intra_threads: without this, every later torch op in the process runs on 1 thread.
+        torch.set_num_threads(threads)
 
 
 def translate_options(generation: dict[str, Any]) -> dict[str, Any]:

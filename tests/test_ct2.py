@@ -129,6 +129,19 @@ def test_export_is_a_run_folder_that_describes_itself(full_run):
     assert not list(exported.glob("*.safetensors"))
 
 
+def test_loading_a_translator_leaves_torchs_thread_count_alone(full_run):
+    # CTranslate2 shares torch's OpenMP runtime; creating a translator with intra_threads=1 used to leave every
+    # later torch op in the process on one thread.
+    _, exported = full_run
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        CT2Summarizer.from_folder(exported, workers=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_workers_each_take_part_of_every_batch_and_change_nothing(full_run):
     _, exported = full_run
     one, two = CT2Summarizer.from_folder(exported, workers=1), CT2Summarizer.from_folder(exported, workers=2)
