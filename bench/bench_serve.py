@@ -2,15 +2,16 @@
 
     .venv/bin/python bench/bench_serve.py                    # builtin:tiny-t5, 4 adapters + base, 16 and 32 clients
     .venv/bin/python bench/bench_serve.py --requests 200     # quicker
+    .venv/bin/python bench/bench_serve.py --shape small --requests 200   # flan-t5-small's shape, ~10 min on 2 cores
 
 Two `dialogtune serve` processes run side by side on the same base and adapters: one micro-batching
-(--max-batch-size 32, --max-wait-ms 10: one generate call mixes adapters and the base), one with
+(--max-batch-size 32 and the server's --max-wait-ms: one generate call mixes adapters and the base), one with
 --max-batch-size 1 (each request alone). At each client count the two take turns in chunks of
 requests (batched, alone, alone, batched, ...), so a change in the shared host's load hits both alike.
 Each request is one test dialogue of the bundled corpus, sent round-robin to the 4 adapters and the
 base. Reported per server and client count: throughput (requests over the chunks' summed wall time),
 p50/p99 latency, errors, the mean batch the server ran each request in, and each server's RSS after a
-warm-up at full concurrency and at the end.
+warm-up at full concurrency and after every chunk.
 At most 2,000 requests in all, warm-ups included. The adapters are one 2-step LoRA run on the base,
 copied four times with different random noise on its weights: as costly to serve as trained ones.
 Target: batched throughput >= 3x one-at-a-time, 0 errors, flat memory.
@@ -37,6 +38,16 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing the pack
 sys.path.insert(0, str(REPO / "bench"))  # the sibling modules
 MAX_REQUESTS = 2000
 WARMUP = 32  # requests per server at the highest concurrency first: first-call and allocator costs are not throughput
+
+
+def stand_in(shape: str, folder: Path) -> str:
+    """A flan-t5-`shape`-shaped model with random weights and the T5 tokenizer, saved to `folder`."""
+    from measure import SHAPES
+    from recipes import build_model, load_tokenizer
+
+    build_model(SHAPES[shape], seed=0).save_pretrained(folder)
+    load_tokenizer().save_pretrained(folder)
+    return str(folder)
 
 
 def make_adapters(model: str, folder: Path, count: int) -> dict[str, str]:
@@ -142,14 +153,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    from dialogtune.batching import ServeOptions
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:tiny-t5", help="base model (default: the bundled tiny T5)")
+    parser.add_argument("--shape", choices=["small", "base"],
+                        help="instead of --model: a randomly initialised flan-t5-small or -base stand-in (bench/recipes.py, "
+                             "the T5 tokenizer from ../shared); at these shapes compute, not Python, dominates a step")
     parser.add_argument("--requests", type=int, default=400, help="requests per server and client count")
     parser.add_argument("--chunks", type=int, default=4, help="turns per server and client count")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--max-wait-ms", type=float, default=ServeOptions().max_wait_ms, help="(default: the server's)")
     parser.add_argument("--threads", type=int, help="torch threads in each server (default: torch's own choice)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
@@ -164,6 +180,8 @@ def main() -> None:
         dialogues = [json.loads(line)["dialogue"] for line in handle]
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     try:
+        if args.shape:
+            args.model = stand_in(args.shape, work / f"flan-t5-{args.shape}-shape")
         runs = make_adapters(args.model, work, 4)
         targets = [*runs, None]  # four adapters and the bare base, round robin
 
@@ -177,7 +195,7 @@ def main() -> None:
         for mode, server in servers.items():
             server.wait_ready()
             asyncio.run(load(server.url, bodies(WARMUP), max(args.concurrency)))
-            rss[mode] = [server.rss_mib()]
+            rss[mode] = {"after warm-up": server.rss_mib()}
         rows = []
         load_before = os.getloadavg()[0]
         chunk = args.requests // args.chunks
@@ -189,16 +207,19 @@ def main() -> None:
                     result = asyncio.run(load(servers[mode].url, bodies(chunk, 1000 + turn * chunk), concurrency))
                     for key in ("wall_s", "errors", "latencies", "batches"):
                         totals[mode][key] += result[key]
+                    # After every chunk: growth that stops once the batch shapes have been seen is the allocator's
+                    # high-water mark; growth that goes on chunk after chunk would be a leak.
+                    rss[mode][f"{concurrency} clients, chunk {turn + 1}"] = servers[mode].rss_mib()
             rows += totals.values()
-        for mode, server in servers.items():
-            rss[mode].append(server.rss_mib())
+        for server in servers.values():
             server.stop()
         load_after = os.getloadavg()[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     command = "python bench/bench_serve.py " + " ".join(sys.argv[1:])
-    print(f"\n`{command.strip()}`: {args.model}, 4 adapters + base round robin, {args.requests} requests per round, "
+    model = f"a flan-t5-{args.shape} stand-in (random weights)" if args.shape else args.model
+    print(f"\n`{command.strip()}`: {model}, 4 adapters + base round robin, {args.requests} requests per round, "
           f"max_new_tokens {args.max_new_tokens}; batched = --max-batch-size {args.max_batch_size} --max-wait-ms "
           f"{args.max_wait_ms:g}; server threads {args.threads or 'torch default'}. Host: {os.cpu_count()} logical CPUs (shared), fp32 matmul peak {peak['gflops']:.1f} "
           f"GFLOP/s, load average {load_before:.1f} -> {load_after:.1f}.\n")
@@ -211,9 +232,10 @@ def main() -> None:
         lat = row["latencies"] or [float("nan")]
         print(f"| {row['mode']} | {row['concurrency']} | {row['throughput']:.1f} | {1000 * percentile(lat, 50):.0f} | "
               f"{1000 * percentile(lat, 99):.0f} | {len(row['errors'])} | {statistics.mean(row['batches'] or [0]):.1f} | {ratio} |")
-    print("\n| server | RSS after warm-up (MiB) | RSS at the end (MiB) |\n|---|---:|---:|")
-    for mode, (start, end) in rss.items():
-        print(f"| {mode} | {start:.0f} | {end:.0f} |")
+    points = list(next(iter(rss.values())))
+    print("\n| RSS (MiB) | " + " | ".join(points) + " |\n|---|" + "---:|" * len(points))
+    for mode, series in rss.items():
+        print(f"| {mode} | " + " | ".join(f"{series[k]:.0f}" for k in points) + " |")
     for row in rows:
         for error in row["errors"][:3]:
             print(f"error ({row['mode']}, {row['concurrency']} clients): {error}")

@@ -33,7 +33,9 @@ class ServeOptions:
     host: str = _option("127.0.0.1", "address to bind; anything but loopback needs --token")
     port: int = _option(8000, "TCP port")
     max_batch_size: int = _option(16, "most dialogues in one generate call; 1 serves one request at a time")
-    max_wait_ms: float = _option(10.0, "how long a batch collects requests once the worker is free, unless full")
+    # 25 ms: on 2 cores with 16 clients, 10 ms batches averaged 12.7 requests and 25 ms 13.7, with a lower p50
+    # (611 against 815 ms); 50 ms gained nothing more (BENCHMARKS.md, serving).
+    max_wait_ms: float = _option(25.0, "how long a batch collects requests once the worker is free, unless full")
     max_queue: int = _option(1024, "most requests waiting; more are refused with 503")
     max_body_bytes: int = _option(1_000_000, "largest request body (413 beyond)")
     max_dialogues: int = _option(64, "most dialogues in one request (422 beyond)")
