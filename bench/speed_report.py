@@ -225,4 +225,5 @@ def print_report(report: dict[str, Any]) -> None:
                           f"{_range(r, f'{key}_vs_dialogtune'):>22s} {r[f'{key}_same_text']:>4d}/{r['examples']:<4d} "
                           f"{r[f'{key}_conversion_s']:9.1f}")
     if report.get("wall_s") is not None:
-        print(f"\nwall time: {report['wall_s'] // 60:.0f} min {report['wall_s'] % 60:.0f} s")
+        minutes, seconds = divmod(round(report["wall_s"]), 60)  # rounded first: 419.6 s is 7 min 0 s, not 6 min 60 s
+        print(f"\nwall time: {minutes} min {seconds} s")
