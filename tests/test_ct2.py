@@ -142,14 +142,20 @@ def test_loading_a_translator_leaves_torchs_thread_count_alone(full_run):
         torch.set_num_threads(before)
 
 
-def test_workers_each_take_part_of_every_batch_and_change_nothing(full_run):
+def test_workers_each_take_part_of_every_batch_and_change_nothing(full_run, both):
     _, exported = full_run
+    torch_path, _ = both
     one, two = CT2Summarizer.from_folder(exported, workers=1), CT2Summarizer.from_folder(exported, workers=2)
     assert (one.translator.num_translators, two.translator.num_translators) == (1, 2)
     dialogues = _dialogues(7)
     spy = _Spy(two.translator)
-    assert dataclasses.replace(two, translator=spy).summarize(dialogues) == one.summarize(dialogues)
+    split, whole = dataclasses.replace(two, translator=spy).summarize(dialogues), one.summarize(dialogues)
     assert spy.batch_limits == [4]  # one batch of 7, as two parts decoded at once
+    # Parts pad to their own longest prompt, so other matrix shapes and kernels: texts must agree wherever greedy
+    # decoding was decisive (see conftest; identical on the host where this was written).
+    limit = torch_path.settings.generation["max_new_tokens"]
+    margins = [greedy_margin(torch_path.model, torch_path.tokenizer, p, limit) for p in torch_path.prompts(dialogues)]
+    assert_same_text_where_decisive(split, whole, margins)
 
 
 def test_int8_export_runs_and_is_smaller(full_run, tmp_path):
