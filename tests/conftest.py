@@ -134,3 +134,28 @@ def _dialogtune_logging_as_configured():
     import logging
 
     logging.getLogger("dialogtune").setLevel(logging.NOTSET)
+
+
+def one_error(capsys: pytest.CaptureFixture, argv: list[str], *fragments: str) -> str:
+    """The command fails as every bad input does: exit 2 and one `dialogtune: error:` line, no traceback, naming each
+    of `fragments`; returns that line."""
+    from dialogtune.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("dialogtune: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's tests, the caller's count put back after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

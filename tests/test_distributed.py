@@ -95,13 +95,10 @@ if os.environ.get("RANK", "0") != "0" and os.environ.get("DT_WATCH"):
 '''
 
 
+# This process computes with one thread, as each rank does: the same kernels, the same rounding.
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """This process computes with one thread, as each rank does: the same kernels, the same rounding."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _threads(one_thread):
+    """Before any other fixture of the module (autouse), so its runs use one thread too."""
 
 
 def _launch(tmp: Path, watch: Path, *args: str) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import FAST_TRAINING
+from conftest import FAST_TRAINING, one_error
 from dialogtune import forgetting, tasks
 from dialogtune.cli import main
 from dialogtune.configio import load_config
@@ -23,15 +23,6 @@ from dialogtune.significance import paired_test
 SUITE = ["summary", {"name": "topic", "weight": 0.2}, {"name": "slot_qa", "weight": 0.2}]
 TASKS = ("summary", "topic", "slot_qa")
 FOLDERS = ("original", "full-summary", "lora-summary", "full-multitask", "lora-multitask")
-
-
-def _one_error(capsys, argv: list[str], *fragments: str) -> None:
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("dialogtune: error:")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
 def _recipe(path, tasks_: list | None, **extra) -> str:
@@ -130,7 +121,7 @@ def test_a_base_changed_under_the_adapters_is_caught(study, monkeypatch, capsys)
         return summarizer
 
     monkeypatch.setattr(forgetting.Summarizer, "from_adapters", tampered)
-    _one_error(capsys, argv, "with the LoRA adapter off", "predictions differ from the original model's", "(first: id ")
+    one_error(capsys, argv, "with the LoRA adapter off", "predictions differ from the original model's", "(first: id ")
 
 
 def test_check_adapter_off_compares_item_by_item():
@@ -242,12 +233,12 @@ BAD_SUITES = {
 def test_bad_suites_exit_2_in_one_line_before_any_work(capsys, tmp_path, case):
     entries, fragments = BAD_SUITES[case]
     out = tmp_path / "out"
-    _one_error(capsys, ["forgetting", _recipe(tmp_path / "suite.yaml", entries), "--output", str(out)], *fragments)
+    one_error(capsys, ["forgetting", _recipe(tmp_path / "suite.yaml", entries), "--output", str(out)], *fragments)
     assert not out.exists()
 
 
 def test_missing_config_file(capsys, tmp_path):
-    _one_error(capsys, ["forgetting", str(tmp_path / "nope.yaml")], "does not exist")
+    one_error(capsys, ["forgetting", str(tmp_path / "nope.yaml")], "does not exist")
 
 
 def test_run_forgetting_refuses_a_finished_run_of_other_settings(study, tiny_model, small_data):

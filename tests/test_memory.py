@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 from transformers import T5Config
@@ -5,6 +7,11 @@ from transformers import T5Config
 from dialogtune.configio import load_config
 from dialogtune.memory import PROCESS_BYTES, Shape, auto_activation_checkpointing, estimate_training_memory, saved_bytes
 from dialogtune.modeling import apply_lora, load_base, skeleton
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))  # bench/ is a folder of sibling scripts, as tests/test_bench.py says
+import bench_plan  # noqa: E402
 
 
 def _t5_small_shape(tmp_path):
@@ -30,13 +37,7 @@ def test_estimate_grows_with_the_batch_and_lengths_and_checkpointing_cuts_it(tin
 # Peak resident memory on CPU, batch 8, dialogtune's recipe (BENCHMARKS.md): (run, shape, method,
 # checkpointing) -> MiB. The lengths are those of each run's longest length-grouped batch, found by
 # replaying the trainer's sampler on the same dev dialogues (bench/bench_plan.py prints them).
-MEASURED_MIB = {
-    ("lora-vs-full", "small", "full", False): 4279, ("lora-vs-full", "small", "lora", False): 4089,
-    ("lora-vs-full", "small", "lora", True): 1668, ("lora-vs-full", "base", "full", False): 11867,
-    ("lora-vs-full", "base", "lora", False): 11753, ("lora-vs-full", "base", "lora", True): 3835,
-    ("default", "small", "full", False): 5371, ("default", "small", "lora", False): 4705,
-    ("default", "small", "lora", True): 1741, ("default", "base", "full", False): 14911,
-}
+MEASURED_MIB = bench_plan.RECORDED  # one copy of the table, beside the script that replays those runs
 PEAK_BATCH = {"lora-vs-full": (459, 68), "default": (512, 67)}
 BASE_SHAPE = {"vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 2048, "num_layers": 12, "num_heads": 12}
 

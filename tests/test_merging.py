@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from conftest import FAST_TRAINING, build_tiny_t5
+from conftest import FAST_TRAINING, build_tiny_t5, one_error
 from dialogtune import merging
 from dialogtune.cli import main
 from dialogtune.errors import DialogtuneError
@@ -29,16 +29,6 @@ DIALOGUES = ["#Person1#: Where is the bank?\n#Person2#: Next to the post office.
 
 def _flags(overrides: dict) -> list[str]:
     return [item for key, value in overrides.items() for item in (f"--{key}", str(value))]
-
-
-def one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("dialogtune: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +89,7 @@ def test_adapter_on_another_base_is_one_line_naming_both(capsys, lora_run, tiny_
     other = build_tiny_t5(tmp_path / "wide", d_model=48)
     _move_to_base(run, other)
     for command in (["evaluate", str(run)], ["merge", str(run), "--output", str(tmp_path / "m")]):
-        line = one_line_error(capsys, ["-q", *command])
+        line = one_error(capsys, ["-q", *command])
         for fragment in (str(run), str(tiny_model), str(other), "d_model 32", "d_model 48", "does not fit"):
             assert fragment in line, line
     assert not (tmp_path / "m").exists()
@@ -123,7 +113,7 @@ def test_runs_without_a_recorded_fingerprint_still_get_one_line(capsys, lora_run
     (run / "metadata.json").write_text(json.dumps(metadata))
     other = build_tiny_t5(tmp_path / "wide", d_model=48)
     _move_to_base(run, other)
-    line = one_line_error(capsys, ["-q", "evaluate", str(run)])
+    line = one_error(capsys, ["-q", "evaluate", str(run)])
     assert "size mismatch" in line and str(other) in line and str(tiny_model) in line  # adapter_config.json's base
 
 
@@ -163,7 +153,7 @@ def test_merged_folder_is_the_merged_model_and_evaluates(merged, lora_run, tiny_
 
 def test_merge_of_a_full_run_is_refused(capsys, merged, tmp_path):
     out, _ = merged
-    line = one_line_error(capsys, ["-q", "merge", str(out), "--output", str(tmp_path / "again")])
+    line = one_error(capsys, ["-q", "merge", str(out), "--output", str(tmp_path / "again")])
     assert "`full` run, not a LoRA adapter" in line and str(out) in line
     assert not (tmp_path / "again").exists()
 
@@ -176,7 +166,7 @@ def test_nan_or_inf_adapter_weights_are_refused(capsys, lora_run, tmp_path, pois
     weights[name][0, 0] = poison
     save_file(weights, run / "adapter_model.safetensors")
     out = tmp_path / "merged"
-    line = one_line_error(capsys, ["-q", "merge", str(run), "--output", str(out), "--probes", "2"])
+    line = one_error(capsys, ["-q", "merge", str(run), "--output", str(out), "--probes", "2"])
     assert str(run) in line and "NaN or inf" in line
     assert not out.exists() and not list(tmp_path.glob(".merged.*"))
 
@@ -188,7 +178,7 @@ def test_output_policy_remerge_refuse_overwrite(capsys, lora_run, tmp_path):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    line = one_line_error(capsys, ["-q", "merge", str(lora_run), "--output", str(other), "--probes", "2"])
+    line = one_error(capsys, ["-q", "merge", str(lora_run), "--output", str(other), "--probes", "2"])
     assert "not empty" in line and "--overwrite" in line and (other / "keep.txt").read_text() == "mine"
     assert main(["-q", "merge", str(lora_run), "--output", str(other), "--probes", "2", "--overwrite"]) == 0
     assert read_run(other).method == "full" and not (other / "keep.txt").exists()
@@ -207,7 +197,7 @@ def test_a_merge_that_changes_the_model_leaves_nothing_finished(capsys, lora_run
         return model
 
     monkeypatch.setattr(merging, "merge_adapter", broken)
-    line = one_line_error(capsys, ["-q", "merge", str(lora_run), "--output", str(out), "--probes", "2"])
+    line = one_error(capsys, ["-q", "merge", str(lora_run), "--output", str(out), "--probes", "2"])
     assert str(lora_run) in line and "changed the model" in line and "max |logit difference|" in line
     assert (out / "merge.json").read_text() == before, "the earlier, verified merge must stay as it was"
     assert not list(tmp_path.glob(".out.*"))

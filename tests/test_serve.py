@@ -36,13 +36,10 @@ NAMES = ("a", "b", None)  # None: the bare base
 DIALOGUES = [r["dialogue"][: 60 + 45 * i] for i, r in enumerate(corpus_rows("test", 8))]  # eight lengths
 
 
+# The tiny model gains nothing from torch's threads, and on a shared host their waits cost seconds.
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from torch's threads, and on a shared host their waits cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _threads(one_thread):
+    """Before any other fixture of the module (autouse), so its runs use one thread too."""
 
 
 @pytest.fixture(scope="module")

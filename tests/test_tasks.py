@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import CORPUS, FAST_TRAINING, REPO, corpus_rows, write_jsonl
+from conftest import CORPUS, FAST_TRAINING, REPO, corpus_rows, one_error, write_jsonl
 from dialogtune import tasks
 from dialogtune.cli import main
 from dialogtune.configio import build_config, dump_yaml, load_config
@@ -35,17 +35,6 @@ HEADLINE = {"name": "headline", "target": "headline", "template": "Headline of:\
 def _shipped(task: str, split: str) -> list[dict]:
     with gzip.open(CORPUS / task / f"{split}.jsonl.gz", "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def _one_error(capsys: pytest.CaptureFixture, argv: list[str], *fragments: str) -> str:
-    """The command fails as every bad input does: exit 2 and one `dialogtune: error:` line naming the problem."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("dialogtune: error:")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 # ---------------------------------------------------------------- schema and built-ins
@@ -277,23 +266,23 @@ BAD_TASKS = {
 def test_bad_task_definitions(capsys, tiny_model, small_data, tmp_path, case):
     entries, fragments = BAD_TASKS[case]
     out = tmp_path / "out"
-    _one_error(capsys, ["train", "--config", _recipe(tmp_path, entries), "--model", str(tiny_model),
+    one_error(capsys, ["train", "--config", _recipe(tmp_path, entries), "--model", str(tiny_model),
                         "--dataset", str(small_data), "--output", str(out)], *fragments)
     assert not out.exists()  # refused before any folder was made
 
 
 def test_task_column_missing_from_its_data(capsys, tiny_model, small_data, tmp_path):
     out = tmp_path / "out"
-    _one_error(capsys, ["train", "--config", _recipe(tmp_path, [HEADLINE]), "--model", str(tiny_model),
+    one_error(capsys, ["train", "--config", _recipe(tmp_path, [HEADLINE]), "--model", str(tiny_model),
                         "--dataset", str(small_data), "--output", str(out)],
                "task `headline`", "has no `headline` column", "(columns: id, dialogue, summary, topic)", "the task's `target`")
     assert not out.exists()
 
 
 def test_unknown_task_name_on_the_command_line(capsys, tiny_model, small_data, topic_run, tmp_path):
-    _one_error(capsys, ["train", "--task", "nosuch", "--model", str(tiny_model), "--dataset", str(small_data),
+    one_error(capsys, ["train", "--task", "nosuch", "--model", str(tiny_model), "--dataset", str(small_data),
                         "--output", str(tmp_path / "out")], "unknown task `nosuch`", "known tasks: summary, topic, slot_qa, details")
-    _one_error(capsys, ["evaluate", str(topic_run), "--task", "summary,nosuch"], "unknown task `nosuch`", "known tasks: topic, summary")
+    one_error(capsys, ["evaluate", str(topic_run), "--task", "summary,nosuch"], "unknown task `nosuch`", "known tasks: topic, summary")
 
 
 def test_a_task_on_one_file_gets_the_seeded_split(tmp_path):
